@@ -1,0 +1,167 @@
+"""Server configuration: one frozen object with typed defaults and units."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = ["Config", "ConfigError", "env_settings", "parse_duration", "parse_size"]
+
+SECONDS: Final = 1.0
+KIB: Final = 1024
+MIB: Final = 1024 * KIB
+GIB: Final = 1024 * MIB
+
+_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
+_DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE_RE: Final = re.compile(r"(\d+)\s*([KMGT]i?B?|B)?", re.IGNORECASE)
+_SIZE_UNITS: Final = {"": 1, "b": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024 * GIB}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used."""
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from `500ms`, `30s`, `2m`, `1h` or a bare number of seconds."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION_RE.fullmatch(value.strip())
+        if not match:
+            raise ConfigError(f"not a duration: {value!r} (try 500ms, 30s, 2m)")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds < 0:
+        raise ConfigError(f"duration must not be negative: {value!r}")
+    return seconds
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from `1048576`, `512KiB`, `64MiB`, `10G` and the like."""
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE_RE.fullmatch(value.strip())
+        if not match:
+            raise ConfigError(f"not a size: {value!r} (try 64MiB)")
+        unit = (match.group(2) or "")[:1].lower()
+        size = int(match.group(1)) * _SIZE_UNITS[unit]
+    if size <= 0:
+        raise ConfigError(f"size must be positive: {value!r}")
+    return size
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the server can be told. Durations are seconds, sizes bytes."""
+
+    host: str = "127.0.0.1"
+    port: int = 4437
+    stream_root: str = "/v1/stream"
+    data_dir: Path | None = None  # None: the in-memory store
+    long_poll_timeout: float = 30 * SECONDS
+    sse_reconnect_interval: float = 60 * SECONDS
+    max_append_bytes: int = 64 * MIB  # larger request bodies get 413
+    max_read_bytes: int = 1 * MIB  # the most data one catch-up response carries
+    producer_gap_wait: float = 1 * SECONDS  # how long a seq gap waits for its predecessor
+    expiry_sweep_interval: float = 1 * SECONDS
+    cache_visibility: str = "public"  # or "private", for Cache-Control on reads
+    cors_origin: str = "*"
+    shutdown_grace: float = 3 * SECONDS
+    lmdb_map_size: int = 1 * GIB  # initial map; it grows when full
+    lmdb_sync: bool = True  # fsync on commit; False trades durability for speed
+    store_threads: int = 8  # worker threads for LMDB calls
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.stream_root.startswith("/") or self.stream_root.endswith("/"):
+            raise ConfigError("stream_root must start with '/' and not end with one")
+        if self.cache_visibility not in ("public", "private"):
+            raise ConfigError("cache_visibility must be 'public' or 'private'")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port out of range: {self.port}")
+        if self.store_threads < 1:
+            raise ConfigError("store_threads must be at least 1")
+
+    @property
+    def stream_url(self) -> str:
+        """The URL of the stream root, as a client would use it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{self.stream_root}"
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> Config:
+        """Build from a mapping of field names to values or strings (`30s`, `64MiB`)."""
+        return cls().with_changes(**mapping)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Config:
+        """Build from a TOML file of settings."""
+        with open(path, "rb") as handle:
+            return cls.from_mapping(tomllib.load(handle))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Build from `DS_TRIO_*` environment variables."""
+        return cls().with_changes(**env_settings(environ))
+
+    def with_changes(self, **changes: Any) -> Config:
+        """A copy with some settings replaced (strings are parsed as in from_mapping)."""
+        known = {f.name for f in fields(self)}
+        values: dict[str, Any] = {}
+        for key, raw in changes.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"unknown setting: {key}")
+            values[name] = _coerce(name, raw)
+        return replace(self, **values)
+
+
+ENV_PREFIX: Final = "DS_TRIO_"
+
+
+def env_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings given as `DS_TRIO_<NAME>` environment variables."""
+    environ = os.environ if environ is None else environ
+    return {k[len(ENV_PREFIX) :].lower(): v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+
+
+_DURATIONS: Final = {
+    "long_poll_timeout",
+    "sse_reconnect_interval",
+    "producer_gap_wait",
+    "expiry_sweep_interval",
+    "shutdown_grace",
+}
+_SIZES: Final = {"max_append_bytes", "max_read_bytes", "lmdb_map_size"}
+_INTS: Final = {"port", "store_threads"}
+_BOOLS: Final = {"lmdb_sync", "access_log"}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    if raw is None:
+        return None
+    if name in _DURATIONS:
+        return parse_duration(raw)
+    if name in _SIZES:
+        return parse_size(raw)
+    if name in _INTS:
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name} must be an integer: {raw!r}") from exc
+    if name in _BOOLS:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{name} must be true or false: {raw!r}")
+        return text in ("true", "1", "yes")
+    if name == "data_dir":
+        return Path(raw) if str(raw) else None
+    return raw

@@ -1,0 +1,181 @@
+"""The Quart-Trio application: routing, error rendering, CORS and security headers.
+
+Every `ProtocolError` becomes a response here and nowhere else: its status,
+its headers, and a short text body.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ..config import Config
+from ..live import StreamWatchers
+from ..protocol.errors import MethodNotAllowed, ProtocolError, StreamNotFound
+from ..protocol.paths import canonical_stream_name
+from ..store.base import Store
+from . import reads, streams
+from .common import text_response
+
+__all__ = ["StreamService", "create_app"]
+
+log = logging.getLogger("ds_trio.http")
+
+STREAM_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")
+_ROUTED_METHODS: Final = [*STREAM_METHODS, "PATCH", "TRACE", "CONNECT", "PROPFIND", "MKCOL"]
+_EXPOSED_HEADERS: Final = ", ".join(
+    [
+        "Content-Type",
+        "ETag",
+        "Location",
+        "Stream-Next-Offset",
+        "Stream-Cursor",
+        "Stream-Up-To-Date",
+        "Stream-Closed",
+        "Stream-TTL",
+        "Stream-Expires-At",
+        "Stream-Sse-Data-Encoding",
+        "Producer-Epoch",
+        "Producer-Seq",
+        "Producer-Expected-Seq",
+        "Producer-Received-Seq",
+    ]
+)
+_ALLOWED_HEADERS: Final = ", ".join(
+    [
+        "Content-Type",
+        "Authorization",
+        "If-None-Match",
+        "Stream-TTL",
+        "Stream-Expires-At",
+        "Stream-Seq",
+        "Stream-Closed",
+        "Stream-Forked-From",
+        "Stream-Fork-Offset",
+        "Stream-Fork-Sub-Offset",
+        "Producer-Id",
+        "Producer-Epoch",
+        "Producer-Seq",
+    ]
+)
+
+
+def _jitter() -> int:
+    return random.randint(1, 3600)
+
+
+@dataclass(slots=True)
+class StreamService:
+    """What the routes need: settings, the store, the watchers, time and chance."""
+
+    config: Config
+    store: Store
+    watchers: StreamWatchers
+    clock: Callable[[], float] = field(default=time.time)  # wall-clock Unix seconds
+    jitter: Callable[[], int] = field(default=_jitter)  # cursor jitter, 1..3600 s
+    bound_urls: list[str] = field(default_factory=list)  # set once the server listens
+
+    def stream_name(self) -> str:
+        """The canonical stream name of the current request.
+
+        Raises:
+            StreamNotFound: the path is outside the stream root.
+            BadRequest: the name is malformed.
+        """
+        raw_path = request.scope.get("raw_path") or request.path.encode()
+        path = raw_path.decode("latin-1").split("?", 1)[0]
+        prefix = self.config.stream_root + "/"
+        if not path.startswith(prefix):
+            raise StreamNotFound("not a stream URL")
+        return canonical_stream_name(path[len(prefix) :])
+
+
+def create_app(service: StreamService) -> QuartTrio:
+    """The ASGI application serving streams under `service.config.stream_root`."""
+    config = service.config
+    app = QuartTrio(__name__)
+    app.config.update(
+        RESPONSE_TIMEOUT=None,  # live reads bound their own duration
+        BODY_TIMEOUT=60,
+        MAX_CONTENT_LENGTH=config.max_append_bytes,
+        PROVIDE_AUTOMATIC_OPTIONS=False,
+    )
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.extensions["ds_trio"] = service
+
+    handlers = {
+        "GET": reads.handle_get,
+        "HEAD": streams.handle_head,
+        "POST": streams.handle_post,
+        "PUT": streams.handle_put,
+        "DELETE": streams.handle_delete,
+    }
+
+    async def stream_route(name: str = "") -> Response:
+        if request.method == "OPTIONS":
+            return _preflight()
+        handler = handlers.get(request.method)
+        if handler is None:
+            raise MethodNotAllowed(
+                f"method {request.method} is not allowed",
+                {"Allow": ", ".join(STREAM_METHODS)},
+            )
+        return await handler(service, service.stream_name())
+
+    root = config.stream_root
+    app.add_url_rule(f"{root}/<path:name>", "stream", stream_route, methods=_ROUTED_METHODS)
+
+    @app.route("/healthz", methods=["GET", "HEAD"])
+    async def healthz() -> Response:
+        return text_response(200, "ok")
+
+    @app.errorhandler(ProtocolError)
+    async def protocol_error(error: ProtocolError) -> Response:
+        return text_response(error.status, error.message, error.headers)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        headers: dict[str, str] = {}
+        if status == 405:
+            headers["Allow"] = ", ".join(STREAM_METHODS)
+        if status == 413:
+            return text_response(413, f"request body exceeds {config.max_append_bytes} bytes")
+        return text_response(status, error.name.lower(), headers)
+
+    @app.errorhandler(Exception)
+    async def unexpected_error(error: Exception) -> Response:
+        log.exception("unhandled error", exc_info=error)
+        return text_response(500, "internal server error")
+
+    @app.after_request
+    async def add_common_headers(response: Response) -> Response:
+        headers = response.headers
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+        headers["Access-Control-Allow-Origin"] = config.cors_origin
+        headers["Access-Control-Expose-Headers"] = _EXPOSED_HEADERS
+        if config.cors_origin != "*":
+            headers["Vary"] = "Origin"
+        return response
+
+    return app
+
+
+def _preflight() -> Response:
+    response = Response("", status=204)
+    response.headers["Access-Control-Allow-Methods"] = ", ".join(STREAM_METHODS)
+    requested = request.headers.get("Access-Control-Request-Headers")
+    response.headers["Access-Control-Allow-Headers"] = requested or _ALLOWED_HEADERS
+    response.headers["Access-Control-Max-Age"] = "86400"
+    response.headers["Allow"] = ", ".join(STREAM_METHODS)
+    return response

@@ -1,0 +1,54 @@
+"""Small helpers shared by the routes: header access and response building."""
+
+from __future__ import annotations
+
+from quart import Response, request
+
+from ..protocol.errors import BadRequest
+from ..protocol.streams import StreamMeta
+
+__all__ = ["empty_response", "meta_headers", "single_header", "text_response"]
+
+
+def single_header(name: str) -> str | None:
+    """The value of a header that may appear at most once.
+
+    Raises:
+        BadRequest: it appears more than once.
+    """
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise BadRequest(f"{name} given more than once")
+    return values[0] if values else None
+
+
+def meta_headers(meta: StreamMeta) -> dict[str, str]:
+    """The headers that describe a stream's state on HEAD, PUT and reads."""
+    headers = {"Content-Type": meta.content_type, "Stream-Next-Offset": meta.tail_offset}
+    if meta.closed:
+        headers["Stream-Closed"] = "true"
+    return headers
+
+
+def empty_response(status: int, headers: dict[str, str]) -> Response:
+    """A bodiless response with exactly `headers` (plus the app's common ones)."""
+    response = Response(b"", status=status)
+    del response.headers["Content-Type"]
+    response.headers.update(headers)
+    return response
+
+
+def body_response(status: int, body: bytes, headers: dict[str, str]) -> Response:
+    """A response whose Content-Type is taken verbatim from `headers`."""
+    response = Response(body, status=status)
+    response.headers.update(headers)
+    return response
+
+
+def text_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """A short plain-text response, never cached."""
+    response = Response(message + "\n", status=status)
+    response.headers["Content-Type"] = "text/plain; charset=utf-8"
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(headers or {})
+    return response

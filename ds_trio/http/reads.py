@@ -1,0 +1,199 @@
+"""Read routes: catch-up GET, long-poll and Server-Sent Events (spec 5.6–5.8).
+
+Live readers run inside their request's task, which Hypercorn and Quart-Trio
+scope to a nursery: a client disconnect cancels the task, and with it the wait.
+Every wait goes through `StreamWatchers.watch`, opened before the store read it
+follows, so an append landing between the read and the wait is never missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import trio
+from quart import Response, request
+
+from ..protocol.caching import CACHE_NO_STORE, cacheable, etag_for, etag_matches, next_cursor
+from ..protocol.errors import BadRequest, StreamNotFound
+from ..protocol.json_mode import render_json_array
+from ..protocol.offsets import format_offset, parse_read_offset
+from ..protocol.sse import control_event, data_event, uses_base64
+from ..store.base import ReadResult
+from .common import body_response, empty_response
+
+if TYPE_CHECKING:
+    from .app import StreamService
+
+__all__ = ["handle_get"]
+
+
+def _single_arg(name: str) -> str | None:
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise BadRequest(f"query parameter {name!r} given more than once")
+    return values[0] if values else None
+
+
+def _body(result: ReadResult) -> bytes:
+    if result.meta.is_json:
+        return render_json_array(result.pieces)
+    return b"".join(result.pieces)
+
+
+def _read_headers(result: ReadResult) -> dict[str, str]:
+    headers = {
+        "Content-Type": result.meta.content_type,
+        "Stream-Next-Offset": format_offset(result.next_position),
+    }
+    if result.up_to_date:
+        headers["Stream-Up-To-Date"] = "true"
+    if result.at_end:
+        headers["Stream-Closed"] = "true"
+    return headers
+
+
+async def handle_get(service: StreamService, name: str) -> Response:
+    """Dispatch a GET on the `live` query parameter."""
+    raw_offset = _single_arg("offset")
+    start = parse_read_offset(raw_offset)
+    live = _single_arg("live")
+    position = None if start.offset is None else start.offset.position
+    if live is None:
+        return await _catch_up(service, name, position)
+    if live not in ("long-poll", "sse"):
+        raise BadRequest("live must be 'long-poll' or 'sse'")
+    if raw_offset is None:
+        raise BadRequest(f"live={live} requires an offset")
+    cursor = _single_arg("cursor")
+    if live == "long-poll":
+        return await _long_poll(service, name, position, cursor)
+    return await _sse(service, name, position, cursor)
+
+
+def _data_response(service: StreamService, result: ReadResult, status: int = 200) -> Response:
+    """A catch-up style response for `result`, or 304 when the client has it."""
+    headers = _read_headers(result)
+    etag = etag_for(
+        result.meta.stream_id,
+        format_offset(result.start),
+        headers["Stream-Next-Offset"],
+        closed=result.at_end,
+    )
+    headers["ETag"] = etag
+    if result.pieces or result.at_end:
+        headers["Cache-Control"] = cacheable(service.config.cache_visibility)
+    else:
+        headers["Cache-Control"] = CACHE_NO_STORE
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        del headers["Content-Type"]
+        return empty_response(304, headers)
+    return body_response(status, _body(result), headers)
+
+
+async def _catch_up(service: StreamService, name: str, position: int | None) -> Response:
+    config = service.config
+    result = await service.store.read(name, position, config.max_read_bytes, service.clock())
+    if position is None:  # offset=now: the tail, never cached, no ETag
+        headers = _read_headers(result)
+        headers["Cache-Control"] = CACHE_NO_STORE
+        return body_response(200, _body(result), headers)
+    return _data_response(service, result)
+
+
+async def _long_poll(
+    service: StreamService, name: str, position: int | None, client_cursor: str | None
+) -> Response:
+    config = service.config
+    deadline = trio.current_time() + config.long_poll_timeout
+    while True:
+        with service.watchers.watch(name) as change:
+            result = await service.store.read(
+                name, position, config.max_read_bytes, service.clock()
+            )
+            position = result.start
+            if not result.pieces and not result.meta.closed and not service.watchers.closed:
+                with trio.move_on_at(deadline):
+                    await change.wait()
+                if not change.changed:
+                    break  # timed out with nothing new
+                continue
+        break
+    cursor = next_cursor(service.clock(), client_cursor, service.jitter())
+    if result.pieces:
+        response = _data_response(service, result)
+        response.headers["Stream-Cursor"] = cursor
+        return response
+    headers = _read_headers(result)
+    headers["Stream-Up-To-Date"] = "true"
+    headers["Cache-Control"] = CACHE_NO_STORE
+    if not result.meta.closed:
+        headers["Stream-Cursor"] = cursor
+    del headers["Content-Type"]
+    return empty_response(204, headers)
+
+
+async def _sse(
+    service: StreamService, name: str, position: int | None, client_cursor: str | None
+) -> Response:
+    meta = await service.store.head(name, service.clock())  # 404 before the stream starts
+    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    base64_encoded = uses_base64(meta.media_type)
+    if base64_encoded:
+        headers["Stream-SSE-Data-Encoding"] = "base64"
+    frames = _sse_frames(service, name, position, client_cursor, base64_encoded)
+    response = Response(frames, status=200)
+    response.headers.update(headers)
+    response.timeout = None
+    return response
+
+
+async def _sse_frames(
+    service: StreamService,
+    name: str,
+    position: int | None,
+    client_cursor: str | None,
+    base64_encoded: bool,
+) -> AsyncIterator[bytes]:
+    """Events until the stream ends, disappears, the interval passes, or shutdown.
+
+    Nothing here yields inside a cancel scope or a watch: each wait finishes
+    before the frames it led to are handed to the server.
+    """
+    config = service.config
+    deadline = trio.current_time() + config.sse_reconnect_interval
+    sent_control = False
+    while True:
+        with service.watchers.watch(name) as change:
+            try:
+                result = await service.store.read(
+                    name, position, config.max_read_bytes, service.clock()
+                )
+            except StreamNotFound:
+                return  # deleted or expired: end the event stream
+            position = result.start
+            idle = sent_control and not result.pieces and not result.meta.closed
+            if idle:
+                if service.watchers.closed:
+                    return
+                with trio.move_on_at(deadline):
+                    await change.wait()
+                if not change.changed:
+                    return  # reconnect interval reached
+                continue
+        frames = b""
+        if result.pieces:
+            frames += data_event(_body(result), base64_encoded=base64_encoded)
+        position = result.next_position
+        cursor = next_cursor(service.clock(), client_cursor, service.jitter())
+        client_cursor = cursor
+        frames += control_event(
+            format_offset(position),
+            cursor=cursor,
+            up_to_date=result.up_to_date,
+            closed=result.at_end,
+        )
+        yield frames
+        sent_control = True
+        if result.at_end or trio.current_time() >= deadline:
+            return

@@ -1,0 +1,133 @@
+"""Write-side and metadata routes: PUT (create), POST (append/close), HEAD, DELETE."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+import trio
+from quart import Response, request
+
+from ..protocol.errors import BadRequest, NotImplementedYet, SeqGap
+from ..protocol.headers import is_true_flag, media_type, parse_expires_at, parse_stream_seq, parse_ttl
+from ..protocol.json_mode import JSON_MEDIA_TYPE, flatten_json_body
+from ..protocol.producers import parse_producer_headers
+from ..protocol.streams import AppendOutcome, AppendRequest, CreateRequest
+from .common import empty_response, meta_headers, single_header
+
+if TYPE_CHECKING:
+    from .app import StreamService
+
+__all__ = ["handle_delete", "handle_head", "handle_post", "handle_put"]
+
+DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
+_FORK_HEADERS: Final = ("Stream-Forked-From", "Stream-Fork-Offset", "Stream-Fork-Sub-Offset")
+
+
+def _records(body: bytes, media: str, *, on_create: bool) -> tuple[bytes, ...]:
+    if not body:
+        return ()
+    if media == JSON_MEDIA_TYPE:
+        return tuple(flatten_json_body(body, allow_empty_array=on_create))
+    return (body,)
+
+
+async def handle_put(service: StreamService, name: str) -> Response:
+    """Create a stream, or confirm an identical one (spec 5.1)."""
+    if any(request.headers.get(h) is not None for h in _FORK_HEADERS):
+        raise NotImplementedYet("forking streams is not supported by this server yet")
+    raw_type = single_header("Content-Type")
+    content_type = raw_type.strip() if raw_type and raw_type.strip() else DEFAULT_CONTENT_TYPE
+    media = media_type(content_type)
+    ttl = parse_ttl(single_header("Stream-TTL"))
+    expires_at = parse_expires_at(single_header("Stream-Expires-At"))
+    if ttl is not None and expires_at is not None:
+        raise BadRequest("Stream-TTL and Stream-Expires-At cannot both be set")
+    body = await request.get_data(cache=False)
+    create = CreateRequest(
+        content_type=content_type,
+        media_type=media,
+        ttl=ttl,
+        expires_at=expires_at,
+        closed=is_true_flag(request.headers.get("Stream-Closed")),
+        records=_records(body, media, on_create=True),
+    )
+    decision = await service.store.create(name, create, service.clock())
+    headers = meta_headers(decision.meta)
+    if decision.created:
+        headers["Location"] = request.url.split("?", 1)[0]
+        service.watchers.notify(name)
+    return empty_response(201 if decision.created else 200, headers)
+
+
+def _append_response(outcome: AppendOutcome, has_producer: bool) -> Response:
+    headers = {"Stream-Next-Offset": outcome.next_offset}
+    if outcome.closed:
+        headers["Stream-Closed"] = "true"
+    if outcome.producer is not None:
+        headers["Producer-Epoch"] = str(outcome.producer.epoch)
+        headers["Producer-Seq"] = str(outcome.producer.last_seq)
+    status = 200 if has_producer and outcome.appended else 204
+    return empty_response(status, headers)
+
+
+async def handle_post(service: StreamService, name: str) -> Response:
+    """Append, close, or append-and-close (spec 5.2, 5.2.1, 5.3)."""
+    producer = parse_producer_headers(
+        single_header("Producer-Id"), single_header("Producer-Epoch"), single_header("Producer-Seq")
+    )
+    stream_seq = parse_stream_seq(single_header("Stream-Seq"))
+    close = is_true_flag(request.headers.get("Stream-Closed"))
+    body = await request.get_data(cache=False)
+    media: str | None = None
+    records: tuple[bytes, ...] = ()
+    if body:
+        raw_type = single_header("Content-Type")
+        if raw_type is None or not raw_type.strip():
+            raise BadRequest("Content-Type is required with a body")
+        media = media_type(raw_type)
+        records = _records(body, media, on_create=False)
+    append = AppendRequest(media, records, close, producer, stream_seq)
+    outcome = await _append_waiting_out_gaps(service, name, append)
+    if outcome.changed:
+        service.watchers.notify(name)
+    return _append_response(outcome, producer is not None)
+
+
+async def _append_waiting_out_gaps(
+    service: StreamService, name: str, append: AppendRequest
+) -> AppendOutcome:
+    """Append; a producer seq gap first waits a moment for its predecessors.
+
+    Pipelined requests from one producer may arrive out of order; a request
+    that skips ahead waits (bounded by `producer_gap_wait`) for the stream to
+    change and retries, so only a real gap is answered with 409.
+    """
+    deadline = trio.current_time() + service.config.producer_gap_wait
+    while True:
+        with service.watchers.watch(name) as change:
+            try:
+                return await service.store.append(name, append, service.clock())
+            except SeqGap:
+                if trio.current_time() >= deadline or service.watchers.closed:
+                    raise
+            with trio.move_on_at(deadline):
+                await change.wait()
+
+
+async def handle_head(service: StreamService, name: str) -> Response:
+    """Stream metadata without a body; does not extend a sliding TTL (spec 5.5)."""
+    meta = await service.store.head(name, service.clock())
+    headers = meta_headers(meta)
+    if meta.ttl is not None:
+        headers["Stream-TTL"] = str(meta.ttl)
+    if meta.expires_at is not None:
+        headers["Stream-Expires-At"] = meta.expires_at.text
+    headers["Cache-Control"] = "no-store"
+    return empty_response(200, headers)
+
+
+async def handle_delete(service: StreamService, name: str) -> Response:
+    """Delete the stream and release its live readers (spec 5.4)."""
+    await service.store.delete(name, service.clock())
+    service.watchers.notify(name)
+    return empty_response(204, {})

@@ -1,0 +1,72 @@
+"""Stream names: validating and canonicalising the path below the stream root.
+
+Rule: a stream has exactly one canonical name, so two spellings of a URL never
+reach two streams and one stream is never reached by a traversal trick. The
+raw (still percent-encoded) path is split on literal `/`; each segment is
+percent-decoded, checked, and re-encoded the one canonical way: unreserved
+characters literal, everything else as upper-case `%XX`. An encoded slash
+(`%2F`) therefore stays part of its segment and never aliases a real `/`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+from urllib.parse import quote
+
+from .errors import BadRequest
+
+__all__ = ["MAX_NAME_BYTES", "RESERVED_PREFIX", "canonical_stream_name"]
+
+MAX_NAME_BYTES: Final = 1024  # decoded bytes in the whole name
+MAX_SEGMENTS: Final = 32
+RESERVED_PREFIX: Final = "__ds"  # the first segment reserved for server APIs
+_HEX: Final = frozenset("0123456789abcdefABCDEF")
+_SAFE: Final = "-._~!$&'()*+,;=:@"
+
+
+def _decode_segment(raw: str) -> bytes:
+    out = bytearray()
+    index = 0
+    while index < len(raw):
+        char = raw[index]
+        if char == "%":
+            pair = raw[index + 1 : index + 3]
+            if len(pair) != 2 or not set(pair) <= _HEX:
+                raise BadRequest("malformed percent-encoding in stream path")
+            out.append(int(pair, 16))
+            index += 3
+        else:
+            out.extend(char.encode("utf-8"))
+            index += 1
+    return bytes(out)
+
+
+def canonical_stream_name(raw_path: str) -> str:
+    """The canonical stream name for the raw path below the stream root.
+
+    Raises:
+        BadRequest: empty, too long or too deep; an empty, `.` or `..` segment;
+            a NUL or other control character; invalid UTF-8 or percent-encoding.
+    """
+    if raw_path == "":
+        raise BadRequest("missing stream name")
+    segments = raw_path.split("/")
+    if len(segments) > MAX_SEGMENTS:
+        raise BadRequest("stream path has too many segments")
+    total = 0
+    canonical: list[str] = []
+    for raw in segments:
+        decoded = _decode_segment(raw)
+        total += len(decoded)
+        if total > MAX_NAME_BYTES:
+            raise BadRequest("stream path is too long")
+        if decoded in (b"", b".", b".."):
+            raise BadRequest("stream path has an empty, '.' or '..' segment")
+        try:
+            text = decoded.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest("stream path is not valid UTF-8") from exc
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            raise BadRequest("stream path contains a control character")
+        canonical.append(quote(decoded, safe=_SAFE))
+    return "/".join(canonical)

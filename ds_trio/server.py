@@ -1,0 +1,92 @@
+"""Running ds_trio: open the store, build the app, serve it with Hypercorn."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from .config import Config
+from .http import StreamService, create_app
+from .live import StreamWatchers
+from .store import MemoryStore, Store
+
+__all__ = ["open_store", "serve", "wait_for_signal"]
+
+log = logging.getLogger("ds_trio")
+
+
+def open_store(config: Config) -> Store:
+    """The store the configuration asks for: LMDB with a data dir, else memory."""
+    if config.data_dir is not None:
+        raise NotImplementedError("the LMDB store is not available yet; omit --data-dir")
+    return MemoryStore()
+
+
+async def wait_for_signal(*signals: int) -> None:
+    """Return when the process receives one of `signals` (default SIGINT, SIGTERM)."""
+    with trio.open_signal_receiver(*(signals or (signal.SIGINT, signal.SIGTERM))) as received:
+        async for _ in received:
+            return
+
+
+def _hypercorn_config(config: Config) -> HyperConfig:
+    hyper = HyperConfig()
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    hyper.bind = [f"{host}:{config.port}"]
+    hyper.graceful_timeout = config.shutdown_grace
+    hyper.accesslog = logging.getLogger("hypercorn.access") if config.access_log else None
+    hyper.errorlog = logging.getLogger("hypercorn.error")
+    hyper.keep_alive_timeout = 75
+    return hyper
+
+
+async def _sweep_expired(service: StreamService) -> None:
+    """Remove expired streams on a timer and release their live readers."""
+    while True:
+        await trio.sleep(service.config.expiry_sweep_interval)
+        for name in await service.store.expire(service.clock()):
+            service.watchers.notify(name)
+
+
+async def serve(
+    config: Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    store: Store | None = None,
+    task_status: trio.TaskStatus[StreamService] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until `shutdown_trigger` returns (default: run until cancelled).
+
+    On shutdown, live readers are released at once and in-flight requests get
+    `config.shutdown_grace` seconds to finish. `task_status.started` receives
+    the `StreamService`, whose `bound_urls` name the listening addresses.
+    """
+    service = StreamService(config, store or open_store(config), StreamWatchers())
+    app = create_app(service)
+
+    async def trigger() -> None:
+        if shutdown_trigger is None:
+            await trio.sleep_forever()
+        else:
+            await shutdown_trigger()
+        log.info("shutting down: releasing %d live readers", service.watchers.statistics().total)
+        service.watchers.close()
+
+    async def run_hypercorn(
+        nursery: trio.Nursery, *, task_status: trio.TaskStatus[list[str]]
+    ) -> None:
+        hyper = _hypercorn_config(config)
+        await hypercorn_serve(app, hyper, shutdown_trigger=trigger, task_status=task_status)
+        nursery.cancel_scope.cancel()  # the sweeper ends with the server
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_sweep_expired, service)
+            service.bound_urls = list(await nursery.start(run_hypercorn, nursery))
+            task_status.started(service)
+    finally:
+        await service.store.aclose()

@@ -1,0 +1,91 @@
+"""The storage interface every backend implements.
+
+A store holds streams, their records and their producers' states. It applies
+the pure decisions of `ds_trio.protocol.streams`; it never decides protocol
+questions itself. It knows nothing of HTTP or of live readers: the caller
+notifies watchers after a mutation returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..protocol.streams import AppendOutcome, AppendRequest, CreateDecision, CreateRequest, StreamMeta
+
+__all__ = ["ReadResult", "Store"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """A slice of a stream, with the stream's state when it was read."""
+
+    meta: StreamMeta
+    start: int  # the position the read began at (the tail for `now`)
+    pieces: tuple[bytes, ...]  # raw bytes, or one JSON message each
+    next_position: int
+
+    @property
+    def up_to_date(self) -> bool:
+        """Whether the read reached the tail."""
+        return self.next_position >= self.meta.tail
+
+    @property
+    def at_end(self) -> bool:
+        """Whether the read reached the final offset of a closed stream."""
+        return self.meta.closed and self.up_to_date
+
+
+class Store(Protocol):
+    """Durable Streams storage. `now` is Unix time in seconds throughout."""
+
+    async def create(self, name: str, request: CreateRequest, now: float) -> CreateDecision:
+        """Create a stream or confirm an identical one.
+
+        Raises:
+            ConfigMismatch: it exists with another configuration.
+            StorageFull: no room to store it.
+        """
+        ...
+
+    async def append(self, name: str, request: AppendRequest, now: float) -> AppendOutcome:
+        """Append, close, or both, atomically with the producer state.
+
+        Raises:
+            StreamNotFound, StreamClosed, ContentTypeMismatch, SeqConflict,
+            StaleEpoch, InvalidEpochSeq, SeqGap, StorageFull.
+        """
+        ...
+
+    async def read(self, name: str, start: int | None, max_bytes: int, now: float) -> ReadResult:
+        """Read from `start` (None: the tail) and extend a sliding TTL.
+
+        Raises:
+            StreamNotFound: no such stream, or it expired.
+            InvalidOffset: `start` is past the tail.
+        """
+        ...
+
+    async def head(self, name: str, now: float) -> StreamMeta:
+        """The stream's metadata, without extending its TTL.
+
+        Raises:
+            StreamNotFound: no such stream, or it expired.
+        """
+        ...
+
+    async def delete(self, name: str, now: float) -> None:
+        """Remove the stream and all of its data.
+
+        Raises:
+            StreamNotFound: no such stream, or it expired.
+        """
+        ...
+
+    async def expire(self, now: float) -> list[str]:
+        """Remove every stream whose expiry has passed; return their names."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the store's resources."""
+        ...
