@@ -1,0 +1,115 @@
+"""Running the official conformance suite against a real ds_trio process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUITE_DIR = Path(__file__).resolve().parent.parent / "conformance"
+_URL_RE = re.compile(r"streams at (http://\S+?)/v1/stream/")
+
+
+@dataclass
+class SuiteResult:
+    """Per-test outcomes of one conformance run, grouped by top-level describe."""
+
+    outcomes: dict[str, str] = field(default_factory=dict)  # "Group > ... > name" -> status
+
+    def counts(self, predicate=lambda title: True) -> Counter[str]:
+        return Counter(status for title, status in self.outcomes.items() if predicate(title))
+
+    def failures(self, predicate=lambda title: True) -> list[str]:
+        return sorted(t for t, s in self.outcomes.items() if predicate(t) and s != "passed")
+
+
+class ServerProcess:
+    """`python -m ds_trio dev --port 0 ARGS` in a child process.
+
+    A reader thread drains its output (so a chatty server never blocks on a
+    full pipe) and signals when the server has printed its URL.
+    """
+
+    def __init__(self, *args: str, startup_timeout: float = 30.0) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ds_trio", "dev", "--host", "127.0.0.1", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output: list[str] = []
+        self._ready = threading.Event()
+        self.base_url = ""
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(startup_timeout) or not self.base_url:
+            self.kill()
+            raise RuntimeError("ds_trio did not report its URL:\n" + "".join(self.output))
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            match = _URL_RE.search(line)
+            if match and not self.base_url:
+                self.base_url = match.group(1)
+                self._ready.set()
+        self._ready.set()  # the process ended
+
+    def _finish(self) -> None:
+        self._reader.join(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM the server and wait for it; returns its exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._finish()
+
+    def kill(self) -> int:
+        """SIGKILL the server and reap it; returns its exit code."""
+        self.process.kill()
+        code = self.process.wait()
+        self._finish()
+        return code
+
+
+def run_suite(base_url: str, report: Path, timeout: float = 1200.0) -> SuiteResult:
+    """Run the pinned suite (vitest) against `base_url`; parse its JSON report."""
+    npx = shutil.which("npx")
+    if npx is None or not (SUITE_DIR / "node_modules").is_dir():
+        raise RuntimeError(
+            "the conformance suite is not installed: run `npm ci` in tests/conformance "
+            "(scripts/test does this)"
+        )
+    env = dict(os.environ, DS_TRIO_CONFORMANCE_URL=base_url, DS_TRIO_LONG_POLL_TIMEOUT_MS="500")
+    subprocess.run(
+        [npx, "vitest", "run", "--reporter=dot", "--reporter=json", f"--outputFile.json={report}"],
+        cwd=SUITE_DIR,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    data = json.loads(report.read_text())
+    result = SuiteResult()
+    for test_file in data["testResults"]:
+        for test in test_file["assertionResults"]:
+            title = " > ".join([*test["ancestorTitles"], test["title"]])
+            result.outcomes[title] = test["status"]
+    if not result.outcomes:
+        raise RuntimeError("the conformance suite reported no tests")
+    return result
