@@ -13,7 +13,8 @@ import trio
 
 from . import __version__
 from .config import Config, ConfigError, env_settings, parse_duration, parse_size
-from .server import serve, wait_for_signal
+from .server import open_store, serve, wait_for_signal
+from .store.lmdb import StoreOpenError
 
 __all__ = ["main"]
 
@@ -60,14 +61,22 @@ def _config(args: argparse.Namespace) -> Config:
     return config.with_changes(**flags)
 
 
-async def _run(config: Config) -> None:
+async def _run(config: Config) -> int:
+    try:
+        store = await open_store(config)
+    except StoreOpenError as exc:
+        print(f"ds-trio: cannot use the data dir: {exc}", file=sys.stderr)
+        return 2
     async with trio.open_nursery() as nursery:
-        service = await nursery.start(partial(serve, config, shutdown_trigger=wait_for_signal))
+        service = await nursery.start(
+            partial(serve, config, store=store, shutdown_trigger=wait_for_signal)
+        )
         for url in service.bound_urls:
             host_port = url.split("://", 1)[1]
             print(f"ds_trio {__version__}: streams at http://{host_port}{config.stream_root}/", flush=True)
-        store = "memory (data is lost on exit)" if config.data_dir is None else str(config.data_dir)
-        print(f"store: {store}; Ctrl-C to stop", flush=True)
+        where = "memory (data is lost on exit)" if config.data_dir is None else str(config.data_dir)
+        print(f"store: {where}; Ctrl-C to stop", flush=True)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,8 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ds-trio: {exc}", file=sys.stderr)
         return 2
-    trio.run(_run, config)
-    return 0
+    return trio.run(_run, config)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,27 @@ from .config import Config
 from .http import StreamService, create_app
 from .live import StreamWatchers
 from .store import MemoryStore, Store
+from .store.lmdb import LmdbStore
 
 __all__ = ["open_store", "serve", "wait_for_signal"]
 
 log = logging.getLogger("ds_trio")
 
 
-def open_store(config: Config) -> Store:
-    """The store the configuration asks for: LMDB with a data dir, else memory."""
-    if config.data_dir is not None:
-        raise NotImplementedError("the LMDB store is not available yet; omit --data-dir")
-    return MemoryStore()
+async def open_store(config: Config) -> Store:
+    """The store the configuration asks for: LMDB with a data dir, else memory.
+
+    Raises:
+        StoreOpenError: the data dir is not a usable ds_trio store.
+    """
+    if config.data_dir is None:
+        return MemoryStore()
+    return await LmdbStore.open(
+        config.data_dir,
+        map_size=config.lmdb_map_size,
+        sync=config.lmdb_sync,
+        threads=config.store_threads,
+    )
 
 
 async def wait_for_signal(*signals: int) -> None:
@@ -65,7 +75,7 @@ async def serve(
     `config.shutdown_grace` seconds to finish. `task_status.started` receives
     the `StreamService`, whose `bound_urls` name the listening addresses.
     """
-    service = StreamService(config, store or open_store(config), StreamWatchers())
+    service = StreamService(config, store or await open_store(config), StreamWatchers())
     app = create_app(service)
 
     async def trigger() -> None:

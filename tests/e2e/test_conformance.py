@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from .conformance import ServerProcess, run_suite
 
 
@@ -24,14 +26,18 @@ def _is_core(title: str) -> bool:
     return not _is_fork(title) and not _is_subscription(title)
 
 
-def test_conformance_memory_store(tmp_path: Path) -> None:
-    server = ServerProcess("--long-poll-timeout", "500ms")
+@pytest.mark.parametrize("store", ["memory", "lmdb"])
+def test_conformance(store: str, tmp_path: Path) -> None:
+    args = ["--long-poll-timeout", "500ms"]
+    if store == "lmdb":
+        args += ["--data-dir", str(tmp_path / "data")]
+    server = ServerProcess(*args)
     try:
         result = run_suite(server.base_url, tmp_path / "report.json")
     finally:
         exit_code = server.stop()
     core = result.counts(_is_core)
-    print(f"\nconformance (memory): core {dict(core)}; forks {dict(result.counts(_is_fork))}")
+    print(f"\nconformance ({store}): core {dict(core)}; forks {dict(result.counts(_is_fork))}")
     assert result.failures(_is_core) == []
     assert core["passed"] >= 250
     assert exit_code == 0

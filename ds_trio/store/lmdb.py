@@ -1,0 +1,513 @@
+"""The LMDB store: durable, atomic, crash-safe, and never on the event loop.
+
+Rules:
+- Every LMDB call runs in a worker thread via `trio.to_thread.run_sync` under
+  one `trio.CapacityLimiter`; the event loop thread never touches LMDB.
+- Every change to a stream (its records, its metadata, its producers' states,
+  its expiry entry) is decided and written inside one write transaction, by the
+  same pure decision functions the memory store uses. Offsets, Stream-Seq and
+  producer checks are made from what the transaction reads, never from process
+  memory, so several processes may share one data directory.
+- Writes are group-committed: while one transaction commits, later writes
+  queue; the next transaction applies them all. Each request is answered only
+  after the transaction holding it is committed (and, by default, synced).
+- The map grows by itself: a full map aborts the transaction, the map is
+  doubled while no transaction of this process is open, and the batch re-runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import lmdb
+import trio
+
+from ..protocol.errors import InvalidOffset, ProtocolError, StorageFull, StreamNotFound
+from ..protocol.streams import (
+    AppendOutcome,
+    AppendRequest,
+    CreateDecision,
+    CreateRequest,
+    StreamMeta,
+    decide_append,
+    decide_create,
+    is_expired,
+    slice_records,
+)
+from . import lmdb_keys as keys
+from .base import ReadResult
+
+__all__ = ["FaultHook", "LmdbStore", "StorageFailure", "StoreOpenError"]
+
+log = logging.getLogger("ds_trio.store.lmdb")
+
+T = TypeVar("T")
+FaultHook = Callable[[str], None]  # called with "before_commit", "during_commit", "after_commit"
+
+PIECE_BYTES: Final = 1024 * 1024  # byte-stream appends are stored in pieces of at most 1 MiB
+EXPIRE_BATCH: Final = 1000  # streams removed per sweep transaction at most
+_DB_NAMES: Final = (b"info", b"streams", b"data", b"producers", b"expiry")
+
+
+class StoreOpenError(RuntimeError):
+    """The data directory cannot be used (not ours, wrong layout, unreadable)."""
+
+
+class StorageFailure(ProtocolError):
+    """The storage layer failed; the transaction was rolled back."""
+
+    status = 503
+
+
+class _ResizeGate:
+    """Transactions share the map; resizing it needs them all closed."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._resizing = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._resizing = True
+            while self._active:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+@dataclass(eq=False)
+class _Op:
+    """One write waiting for a group commit."""
+
+    apply: Callable[[lmdb.Transaction], Any]
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _check_layout(path: Path) -> None:
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=len(_DB_NAMES))
+    except lmdb.Error as exc:
+        raise StoreOpenError(f"{path} is not an LMDB data directory: {exc}") from exc
+    try:
+        try:
+            info = env.open_db(b"info", create=False)
+        except lmdb.Error as exc:
+            raise StoreOpenError(f"{path} holds an LMDB database that is not ds_trio's") from exc
+        with env.begin(db=info) as txn:
+            name, layout = txn.get(b"format"), txn.get(b"layout")
+        if name != keys.FORMAT_NAME:
+            raise StoreOpenError(f"{path} holds an LMDB database that is not ds_trio's")
+        if layout != keys.LAYOUT_VERSION:
+            found = layout.decode(errors="replace") if layout else "none"
+            raise StoreOpenError(
+                f"{path} uses data layout {found}; this ds_trio reads layout "
+                f"{keys.LAYOUT_VERSION.decode()}"
+            )
+    finally:
+        env.close()
+
+
+def _open_env(path: Path, map_size: int, sync: bool) -> tuple[lmdb.Environment, dict[bytes, Any]]:
+    if path.exists() and not path.is_dir():
+        raise StoreOpenError(f"{path} is not a directory")
+    if path.is_dir():
+        entries = set(os.listdir(path))
+        if "data.mdb" in entries:
+            _check_layout(path)
+        elif entries - {"lock.mdb"}:
+            raise StoreOpenError(f"{path} is not empty and is not a ds_trio data directory")
+    else:
+        path.mkdir(parents=True)
+    env = lmdb.open(
+        str(path),
+        map_size=map_size,
+        max_dbs=len(_DB_NAMES),
+        max_readers=1024,
+        sync=sync,
+        metasync=sync,
+        readahead=False,
+    )
+    dbs = {name: env.open_db(name) for name in _DB_NAMES}
+    with env.begin(write=True, db=dbs[b"info"]) as txn:
+        if txn.get(b"format") is None:
+            txn.put(b"format", keys.FORMAT_NAME)
+            txn.put(b"layout", keys.LAYOUT_VERSION)
+    return env, dbs
+
+
+class LmdbStore:
+    """Streams in an LMDB environment in one directory. Open with `LmdbStore.open`."""
+
+    def __init__(
+        self,
+        env: lmdb.Environment,
+        dbs: dict[bytes, Any],
+        limiter: trio.CapacityLimiter,
+    ) -> None:
+        self._env = env
+        self._streams = dbs[b"streams"]
+        self._data = dbs[b"data"]
+        self._producers = dbs[b"producers"]
+        self._expiry = dbs[b"expiry"]
+        self._limiter = limiter
+        self._gate = _ResizeGate()
+        self._pending: list[_Op] = []
+        self._committing = False
+        self._loop_thread = threading.get_ident()
+        self.fault_hook: FaultHook | None = None  # test-only fault injection
+        self.commits = 0  # write transactions committed, for statistics
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, map_size: int = 1 << 30, sync: bool = True, threads: int = 8
+    ) -> LmdbStore:
+        """Open (or create) the store in `path`.
+
+        Raises:
+            StoreOpenError: the directory is not empty and not a ds_trio store,
+                or its layout version is not this one's. It is left untouched.
+        """
+        limiter = trio.CapacityLimiter(threads)
+        env, dbs = await trio.to_thread.run_sync(
+            partial(_open_env, Path(path), map_size, sync), limiter=limiter
+        )
+        return cls(env, dbs, limiter)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        return await trio.to_thread.run_sync(fn, limiter=self._limiter)
+
+    def _assert_worker_thread(self) -> None:
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("LMDB called on the event loop thread")
+
+    @contextmanager
+    def _reading(self) -> Iterator[lmdb.Transaction]:
+        self._assert_worker_thread()
+        for _ in range(3):
+            with self._gate.shared():
+                try:
+                    txn = self._env.begin(buffers=True)
+                except lmdb.MapResizedError:
+                    pass
+                else:
+                    try:
+                        yield txn
+                    finally:
+                        txn.abort()
+                    return
+            self._adopt_resize()
+        raise StorageFailure("the LMDB map keeps being resized by another process")
+
+    def _adopt_resize(self) -> None:
+        with self._gate.exclusive():
+            self._env.set_mapsize(0)  # another process grew the map: adopt its size
+
+    def _grow(self) -> None:
+        with self._gate.exclusive():
+            size = self._env.info()["map_size"]
+            log.info("LMDB map full at %d MiB; growing to %d MiB", size >> 20, size >> 19)
+            self._env.set_mapsize(size * 2)
+
+    def _fault(self, step: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(step)
+
+    def _commit_batch(self, batch: list[_Op]) -> None:
+        """Apply `batch` in one write transaction (worker thread)."""
+        self._assert_worker_thread()
+        while True:
+            for op in batch:
+                op.result = op.error = None
+            try:
+                self._fault("before_commit")
+                with self._gate.shared(), self._env.begin(write=True) as txn:
+                    for op in batch:
+                        try:
+                            op.result = op.apply(txn)
+                        except ProtocolError as exc:
+                            op.error = exc
+                    self._fault("during_commit")
+                self.commits += 1
+                self._fault("after_commit")
+                return
+            except lmdb.MapFullError:
+                self._grow()
+            except lmdb.MapResizedError:
+                self._adopt_resize()
+            except lmdb.Error as exc:
+                log.error("LMDB write failed: %s", exc)
+                failure: ProtocolError = (
+                    StorageFull("no storage space left") if _is_no_space(exc) else
+                    StorageFailure("storage failure; nothing was written")
+                )
+                for op in batch:
+                    op.error = failure
+                return
+            except Exception as exc:
+                log.error("write transaction failed: %r", exc)
+                for op in batch:
+                    op.error = StorageFailure("storage failure; the outcome is unknown")
+                return
+
+    async def _write(self, apply: Callable[[lmdb.Transaction], T]) -> T:
+        """Run `apply` inside a group-committed write transaction."""
+        op = _Op(apply)
+        self._pending.append(op)
+        if self._committing:
+            await op.done.wait()  # the committing task applies it
+        else:
+            self._committing = True
+            try:
+                # Shielded: the batch holds other requests' writes too.
+                with trio.CancelScope(shield=True):
+                    while self._pending:
+                        batch, self._pending = self._pending, []
+                        try:
+                            await self._in_thread(partial(self._commit_batch, batch))
+                        finally:
+                            for queued in batch:
+                                queued.done.set()
+            finally:
+                self._committing = False
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    # -- transaction bodies (worker thread) -------------------------------------------
+
+    def _load(self, txn: lmdb.Transaction, name: bytes) -> StreamMeta | None:
+        value = txn.get(name, db=self._streams)
+        return None if value is None else keys.decode_meta(value)
+
+    def _live_meta(self, txn: lmdb.Transaction, name: bytes, now: float) -> StreamMeta:
+        meta = self._load(txn, name)
+        if meta is None or is_expired(meta, now):
+            raise StreamNotFound("stream not found")
+        return meta
+
+    def _put_meta(
+        self, txn: lmdb.Transaction, name: bytes, meta: StreamMeta, old: StreamMeta | None
+    ) -> None:
+        txn.put(name, keys.encode_meta(meta), db=self._streams)
+        old_deadline = old.deadline() if old is not None else None
+        new_deadline = meta.deadline()
+        if old is not None and old_deadline is not None and old_deadline != new_deadline:
+            txn.delete(keys.expiry_key(old_deadline, old.stream_id), db=self._expiry)
+        if new_deadline is not None and new_deadline != old_deadline:
+            txn.put(keys.expiry_key(new_deadline, meta.stream_id), name, db=self._expiry)
+
+    def _put_records(
+        self, txn: lmdb.Transaction, meta: StreamMeta, start: int, records: tuple[bytes, ...]
+    ) -> None:
+        position = start
+        for record in records:
+            if meta.is_json:
+                pieces = [record]
+            else:
+                pieces = [record[i : i + PIECE_BYTES] for i in range(0, len(record), PIECE_BYTES)]
+            for piece in pieces:
+                txn.put(keys.data_key(meta.stream_id, position), piece, db=self._data)
+                position += len(piece)
+
+    def _delete_prefix(self, txn: lmdb.Transaction, db: Any, prefix: bytes) -> None:
+        cursor = txn.cursor(db=db)
+        if not cursor.set_range(prefix):
+            return
+        while bytes(cursor.key()).startswith(prefix):
+            if not cursor.delete():
+                break
+
+    def _remove(self, txn: lmdb.Transaction, name: bytes, meta: StreamMeta) -> None:
+        txn.delete(name, db=self._streams)
+        prefix = keys.stream_prefix(meta.stream_id)
+        self._delete_prefix(txn, self._data, prefix)
+        self._delete_prefix(txn, self._producers, prefix)
+        deadline = meta.deadline()
+        if deadline is not None:
+            txn.delete(keys.expiry_key(deadline, meta.stream_id), db=self._expiry)
+
+    def _create_in(
+        self, txn: lmdb.Transaction, name: bytes, request: CreateRequest, now: float
+    ) -> CreateDecision:
+        existing = self._load(txn, name)
+        if existing is not None and is_expired(existing, now):
+            self._remove(txn, name, existing)
+            existing = None
+        decision = decide_create(existing, request, now=now, new_id=secrets.token_hex(8))
+        if decision.created:
+            self._put_records(txn, decision.meta, 0, decision.records)
+            self._put_meta(txn, name, decision.meta, None)
+        return decision
+
+    def _append_in(
+        self, txn: lmdb.Transaction, name: bytes, request: AppendRequest, now: float
+    ) -> AppendOutcome:
+        meta = self._load(txn, name)
+        if meta is None:
+            raise StreamNotFound("stream not found")
+        if is_expired(meta, now):
+            self._remove(txn, name, meta)
+            raise StreamNotFound("stream not found")
+        claim = request.producer
+        producer_key = keys.producer_key(meta.stream_id, claim.producer_id) if claim else None
+        state = None
+        if producer_key is not None:
+            stored = txn.get(producer_key, db=self._producers)
+            state = keys.decode_producer(stored) if stored is not None else None
+        decision = decide_append(meta, state, request, now=now)
+        if decision.meta is not None:
+            self._put_records(txn, decision.meta, decision.start, decision.records)
+            self._put_meta(txn, name, decision.meta, meta)
+            if producer_key is not None and decision.producer_state is not None:
+                txn.put(producer_key, keys.encode_producer(decision.producer_state), db=self._producers)
+        elif meta.ttl is not None:
+            self._put_meta(txn, name, replace(meta, touched_at=now), meta)
+        return decision.outcome
+
+    def _touch_in(self, txn: lmdb.Transaction, name: bytes, stream_id: str, now: float) -> None:
+        meta = self._load(txn, name)
+        if meta is not None and meta.stream_id == stream_id and meta.touched_at < now:
+            self._put_meta(txn, name, replace(meta, touched_at=now), meta)
+
+    def _delete_in(self, txn: lmdb.Transaction, name: bytes, now: float) -> None:
+        meta = self._load(txn, name)
+        if meta is None:
+            raise StreamNotFound("stream not found")
+        self._remove(txn, name, meta)
+        if is_expired(meta, now):
+            raise StreamNotFound("stream not found")
+
+    def _expire_in(self, txn: lmdb.Transaction, now: float) -> list[str]:
+        expired: list[str] = []
+        stale: list[bytes] = []
+        cursor = txn.cursor(db=self._expiry)
+        if cursor.first():
+            for key, value in cursor:
+                key = bytes(key)
+                if keys.expiry_deadline(key) > now or len(expired) >= EXPIRE_BATCH:
+                    break
+                name = bytes(value)
+                meta = self._load(txn, name)
+                if meta is None or keys.stream_prefix(meta.stream_id) != key[8:]:
+                    stale.append(key)
+                elif is_expired(meta, now):
+                    expired.append(name.decode("utf-8"))
+        for key in stale:
+            txn.delete(key, db=self._expiry)
+        for name in expired:
+            encoded = name.encode("utf-8")
+            meta = self._load(txn, encoded)
+            if meta is not None:
+                self._remove(txn, encoded, meta)
+        return expired
+
+    def _read_in(self, name: bytes, start: int | None, max_bytes: int, now: float) -> ReadResult:
+        with self._reading() as txn:
+            meta = self._live_meta(txn, name, now)
+            position = meta.tail if start is None else start
+            if position > meta.tail:
+                raise InvalidOffset("offset is beyond the tail of the stream")
+            records = self._records_from(txn, meta.stream_id, position)
+            piece = slice_records(records, position, max_bytes, whole_records=meta.is_json)
+            return ReadResult(meta, position, piece.pieces, piece.next_position)
+
+    def _records_from(
+        self, txn: lmdb.Transaction, stream_id: str, position: int
+    ) -> Iterator[tuple[int, bytes]]:
+        """The stream's records, starting with the one that holds `position`."""
+        prefix = keys.stream_prefix(stream_id)
+        target = keys.data_key(stream_id, position)
+        cursor = txn.cursor(db=self._data)
+        found = cursor.set_range(target)
+        if not found or bytes(cursor.key()) != target:
+            stepped = cursor.prev() if found else cursor.last()
+            if not stepped or not bytes(cursor.key()).startswith(prefix):
+                if not cursor.set_range(target):
+                    return
+        while True:
+            key = bytes(cursor.key())
+            if not key.startswith(prefix):
+                return
+            yield keys.position_of(key), bytes(cursor.value())
+            if not cursor.next():
+                return
+
+    def _head_in(self, name: bytes, now: float) -> StreamMeta:
+        with self._reading() as txn:
+            return self._live_meta(txn, name, now)
+
+    def _count_in(self) -> int:
+        with self._reading() as txn:
+            return txn.stat(self._streams)["entries"]
+
+    # -- the Store interface ----------------------------------------------------------
+
+    async def create(self, name: str, request: CreateRequest, now: float) -> CreateDecision:
+        return await self._write(partial(self._create_in, name=name.encode(), request=request, now=now))
+
+    async def append(self, name: str, request: AppendRequest, now: float) -> AppendOutcome:
+        return await self._write(partial(self._append_in, name=name.encode(), request=request, now=now))
+
+    async def read(self, name: str, start: int | None, max_bytes: int, now: float) -> ReadResult:
+        encoded = name.encode()
+        result = await self._in_thread(partial(self._read_in, encoded, start, max_bytes, now))
+        if result.meta.ttl is not None:
+            meta = result.meta
+            await self._write(partial(self._touch_in, name=encoded, stream_id=meta.stream_id, now=now))
+            result = replace(result, meta=replace(meta, touched_at=now))
+        return result
+
+    async def head(self, name: str, now: float) -> StreamMeta:
+        return await self._in_thread(partial(self._head_in, name.encode(), now))
+
+    async def delete(self, name: str, now: float) -> None:
+        await self._write(partial(self._delete_in, name=name.encode(), now=now))
+
+    async def expire(self, now: float) -> list[str]:
+        return await self._write(partial(self._expire_in, now=now))
+
+    async def stream_count(self) -> int:
+        """How many streams are stored (expired ones not yet swept included)."""
+        return await self._in_thread(self._count_in)
+
+    async def aclose(self) -> None:
+        await self._in_thread(self._env.close)
+
+
+def _is_no_space(exc: lmdb.Error) -> bool:
+    text = str(exc).lower()
+    return "no space" in text or "enospc" in text or isinstance(exc, lmdb.DiskError)

@@ -1,0 +1,116 @@
+"""How the LMDB store lays out keys and values (pure; no lmdb import).
+
+Databases in one environment:
+- `info`:      layout marker, checked at start-up.
+- `streams`:   stream name (UTF-8) -> encoded `StreamMeta` (JSON).
+- `data`:      stream id (8 bytes) + record position (8 bytes, big-endian) -> record
+               bytes, so one stream's records are contiguous and a catch-up read
+               is a cursor range scan from the record holding the start position.
+- `producers`: stream id + producer id (UTF-8) -> epoch, last seq (2 x u64 BE).
+- `expiry`:    deadline in ms (u64 BE) + stream id -> stream name; a sweep is a
+               scan from the smallest key up to now.
+Keying data and producers by the stream *id* (new for every incarnation of a
+name) means a re-created stream can never see its predecessor's records.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Final
+
+from ..protocol.headers import ExpiresAt
+from ..protocol.producers import ProducerState
+from ..protocol.streams import StreamMeta
+
+__all__ = [
+    "FORMAT_NAME",
+    "LAYOUT_VERSION",
+    "data_key",
+    "decode_meta",
+    "decode_producer",
+    "encode_meta",
+    "encode_producer",
+    "expiry_key",
+    "expiry_deadline",
+    "position_of",
+    "producer_key",
+    "stream_prefix",
+]
+
+FORMAT_NAME: Final = b"ds_trio"
+LAYOUT_VERSION: Final = b"1"
+_U64: Final = struct.Struct(">Q")
+_PRODUCER: Final = struct.Struct(">QQ")
+
+
+def stream_prefix(stream_id: str) -> bytes:
+    """The 8-byte key prefix of a stream incarnation (its id is 16 hex digits)."""
+    return bytes.fromhex(stream_id)
+
+
+def data_key(stream_id: str, position: int) -> bytes:
+    return stream_prefix(stream_id) + _U64.pack(position)
+
+
+def position_of(key: bytes) -> int:
+    """The record position encoded in a data key."""
+    return _U64.unpack_from(key, 8)[0]
+
+
+def producer_key(stream_id: str, producer_id: str) -> bytes:
+    return stream_prefix(stream_id) + producer_id.encode("utf-8")
+
+
+def encode_producer(state: ProducerState) -> bytes:
+    return _PRODUCER.pack(state.epoch, state.last_seq)
+
+
+def decode_producer(value: bytes) -> ProducerState:
+    epoch, last_seq = _PRODUCER.unpack(value)
+    return ProducerState(epoch, last_seq)
+
+
+def expiry_key(deadline: float, stream_id: str) -> bytes:
+    return _U64.pack(max(0, int(deadline * 1000))) + stream_prefix(stream_id)
+
+
+def expiry_deadline(key: bytes) -> float:
+    """The deadline (Unix seconds) encoded in an expiry key."""
+    return _U64.unpack_from(key, 0)[0] / 1000
+
+
+def encode_meta(meta: StreamMeta) -> bytes:
+    fields: dict[str, object] = {
+        "id": meta.stream_id,
+        "ct": meta.content_type,
+        "mt": meta.media_type,
+        "tail": meta.tail,
+        "touched": meta.touched_at,
+    }
+    if meta.ttl is not None:
+        fields["ttl"] = meta.ttl
+    if meta.expires_at is not None:
+        fields["exp"] = [meta.expires_at.text, meta.expires_at.timestamp]
+    if meta.closed:
+        fields["closed"] = True
+    if meta.last_stream_seq is not None:
+        fields["seq"] = meta.last_stream_seq.hex()
+    return json.dumps(fields, separators=(",", ":")).encode("utf-8")
+
+
+def decode_meta(value: bytes) -> StreamMeta:
+    fields = json.loads(bytes(value))
+    expires = fields.get("exp")
+    seq = fields.get("seq")
+    return StreamMeta(
+        stream_id=fields["id"],
+        content_type=fields["ct"],
+        media_type=fields["mt"],
+        tail=fields["tail"],
+        ttl=fields.get("ttl"),
+        expires_at=ExpiresAt(expires[0], expires[1]) if expires else None,
+        closed=fields.get("closed", False),
+        last_stream_seq=bytes.fromhex(seq) if seq is not None else None,
+        touched_at=fields["touched"],
+    )
