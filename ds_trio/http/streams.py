@@ -7,8 +7,18 @@ from typing import TYPE_CHECKING, Final
 import trio
 from quart import Response, request
 
-from ..protocol.errors import BadRequest, NotImplementedYet, SeqGap
-from ..protocol.headers import is_true_flag, media_type, parse_expires_at, parse_stream_seq, parse_ttl
+from ..protocol.errors import BadRequest, SeqGap
+from ..protocol.forks import ForkRequest, parse_sub_offset
+from ..protocol.headers import (
+    ExpiresAt,
+    is_true_flag,
+    media_type,
+    parse_expires_at,
+    parse_stream_seq,
+    parse_ttl,
+)
+from ..protocol.offsets import parse_read_offset
+from ..protocol.paths import canonical_stream_name
 from ..protocol.json_mode import JSON_MEDIA_TYPE, flatten_json_body
 from ..protocol.producers import parse_producer_headers
 from ..protocol.streams import AppendOutcome, AppendRequest, CreateRequest
@@ -20,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["handle_delete", "handle_head", "handle_post", "handle_put"]
 
 DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
-_FORK_HEADERS: Final = ("Stream-Forked-From", "Stream-Fork-Offset", "Stream-Fork-Sub-Offset")
+_FORK_HEADERS: Final = ("Stream-Fork-Offset", "Stream-Fork-Sub-Offset")
 
 
 def _records(body: bytes, media: str, *, on_create: bool) -> tuple[bytes, ...]:
@@ -31,27 +41,65 @@ def _records(body: bytes, media: str, *, on_create: bool) -> tuple[bytes, ...]:
     return (body,)
 
 
+def _fork_request(
+    service: StreamService,
+    forked_from: str,
+    content_type: str | None,
+    ttl: int | None,
+    expires_at: ExpiresAt | None,
+    closed: bool,
+    body: bytes,
+) -> ForkRequest:
+    prefix = service.config.stream_root + "/"
+    source_path = forked_from.strip().split("?", 1)[0]
+    if not source_path.startswith(prefix):
+        raise BadRequest(f"Stream-Forked-From must be a stream path under {prefix}")
+    raw_offset = single_header("Stream-Fork-Offset")
+    anchor = None
+    if raw_offset is not None:
+        start = parse_read_offset(raw_offset.strip())
+        anchor = None if start.offset is None else start.offset.position
+    return ForkRequest(
+        source=canonical_stream_name(source_path[len(prefix) :]),
+        anchor=anchor,
+        sub_offset=parse_sub_offset(single_header("Stream-Fork-Sub-Offset")),
+        content_type=content_type,
+        media_type=media_type(content_type) if content_type else None,
+        ttl=ttl,
+        expires_at=expires_at,
+        closed=closed,
+        body=body,
+    )
+
+
 async def handle_put(service: StreamService, name: str) -> Response:
-    """Create a stream, or confirm an identical one (spec 5.1)."""
-    if any(request.headers.get(h) is not None for h in _FORK_HEADERS):
-        raise NotImplementedYet("forking streams is not supported by this server yet")
+    """Create a stream or a fork, or confirm an identical one (spec 5.1, 4.2)."""
     raw_type = single_header("Content-Type")
-    content_type = raw_type.strip() if raw_type and raw_type.strip() else DEFAULT_CONTENT_TYPE
-    media = media_type(content_type)
+    content_type = raw_type.strip() if raw_type and raw_type.strip() else None
     ttl = parse_ttl(single_header("Stream-TTL"))
     expires_at = parse_expires_at(single_header("Stream-Expires-At"))
     if ttl is not None and expires_at is not None:
         raise BadRequest("Stream-TTL and Stream-Expires-At cannot both be set")
+    closed = is_true_flag(request.headers.get("Stream-Closed"))
+    forked_from = single_header("Stream-Forked-From")
+    if forked_from is None and any(request.headers.get(h) is not None for h in _FORK_HEADERS):
+        raise BadRequest("Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From")
     body = await request.get_data(cache=False)
-    create = CreateRequest(
-        content_type=content_type,
-        media_type=media,
-        ttl=ttl,
-        expires_at=expires_at,
-        closed=is_true_flag(request.headers.get("Stream-Closed")),
-        records=_records(body, media, on_create=True),
-    )
-    decision = await service.store.create(name, create, service.clock())
+    if forked_from is not None:
+        fork = _fork_request(service, forked_from, content_type, ttl, expires_at, closed, body)
+        decision = await service.store.fork(name, fork, service.clock())
+    else:
+        content_type = content_type or DEFAULT_CONTENT_TYPE
+        media = media_type(content_type)
+        create = CreateRequest(
+            content_type=content_type,
+            media_type=media,
+            ttl=ttl,
+            expires_at=expires_at,
+            closed=closed,
+            records=_records(body, media, on_create=True),
+        )
+        decision = await service.store.create(name, create, service.clock())
     headers = meta_headers(decision.meta)
     if decision.created:
         headers["Location"] = request.url.split("?", 1)[0]

@@ -21,6 +21,7 @@ __all__ = [
     "StaleEpoch",
     "StorageFull",
     "StreamClosed",
+    "StreamGone",
     "StreamNotFound",
 ]
 
@@ -59,6 +60,12 @@ class StreamNotFound(ProtocolError):
     """No stream exists at the path (or it has expired)."""
 
     status = 404
+
+
+class StreamGone(ProtocolError):
+    """The stream was deleted but is kept for its forks (soft-deleted)."""
+
+    status = 410
 
 
 class MethodNotAllowed(ProtocolError):

@@ -1,14 +1,19 @@
 """Offsets: the opaque, fixed-width position tokens of a stream.
 
-Rule: every offset this server mints is exactly `WIDTH` decimal digits, so
-comparing two tokens as strings orders them the same way as the positions they
-encode. A position is the count of stored bytes before it; every append adds at
-least one byte, so offsets strictly increase. The sentinels `-1` (start) and
-`now` (tail) are recognised on input and never minted.
+Rule: every offset this server mints has exactly `WIDTH` characters, two
+16-digit decimal fields joined by `_`, so comparing two tokens as strings
+orders them the same way as the positions they encode. The second field is the
+position: the count of stored bytes before it. Every append adds at least one
+byte, so offsets strictly increase. The first field is reserved and always
+zero; it keeps the shape other Durable Streams servers mint, so the zero offset
+`0000000000000000_0000000000000000` that clients hard-code means the start here
+too. The sentinels `-1` (start) and `now` (tail) are recognised on input and
+never minted.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -16,10 +21,13 @@ from .errors import InvalidOffset
 
 __all__ = ["BEGINNING", "NOW", "WIDTH", "Offset", "ReadFrom", "format_offset", "parse_read_offset"]
 
-WIDTH: Final = 20  # digits: enough for any 64-bit position
+FIELD_DIGITS: Final = 16
+WIDTH: Final = 2 * FIELD_DIGITS + 1  # characters in a token
 BEGINNING: Final = "-1"
 NOW: Final = "now"
-_MAX_POSITION: Final = 10**WIDTH - 1
+_MAX_POSITION: Final = 10**FIELD_DIGITS - 1  # ~10 PB
+_TOKEN_RE: Final = re.compile(r"(\d{16})_(\d{16})", re.ASCII)
+_RESERVED: Final = "0" * FIELD_DIGITS
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -38,14 +46,15 @@ class Offset:
     @classmethod
     def parse(cls, token: str) -> Offset:
         """Parse a minted token. Raises ValueError for anything else."""
-        if len(token) != WIDTH or not token.isascii() or not token.isdigit():
+        match = _TOKEN_RE.fullmatch(token)
+        if match is None or match.group(1) != _RESERVED:
             raise ValueError(f"not an offset: {token!r}")
-        return cls(int(token))
+        return cls(int(match.group(2)))
 
 
 def format_offset(position: int) -> str:
     """The token for `position`."""
-    return f"{position:0{WIDTH}d}"
+    return f"{_RESERVED}_{position:0{FIELD_DIGITS}d}"
 
 
 @dataclass(frozen=True, slots=True)

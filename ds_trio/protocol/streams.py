@@ -36,13 +36,36 @@ __all__ = [
     "AppendRequest",
     "CreateDecision",
     "CreateRequest",
+    "ForkOrigin",
     "ReadSlice",
+    "Segment",
     "StreamMeta",
+    "clip_records",
     "decide_append",
     "decide_create",
     "is_expired",
+    "read_segments",
     "slice_records",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Positions [start, end) of a stream's read that come from one stream's records."""
+
+    stream_id: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForkOrigin:
+    """Where a fork branched: what it was created from, as requested."""
+
+    source: str  # the source stream's name
+    source_id: str  # the source incarnation that holds the reference
+    anchor: int  # the resolved Stream-Fork-Offset
+    sub_offset: int = 0  # Stream-Fork-Sub-Offset as requested (0 when absent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +81,11 @@ class StreamMeta:
     closed: bool = False
     last_stream_seq: bytes | None = None
     touched_at: float = 0.0  # last read or write, for the sliding TTL
+    base: int = 0  # where this stream's own records begin: its fork point
+    inherited: tuple[Segment, ...] = ()  # ancestors' records covering [0, base)
+    fork: ForkOrigin | None = None
+    fork_count: int = 0  # live forks whose reads need this stream's records
+    soft_deleted: bool = False  # deleted, but kept for its forks; answers 410
 
     @property
     def is_json(self) -> bool:
@@ -69,6 +97,8 @@ class StreamMeta:
 
     def deadline(self) -> float | None:
         """The wall-clock time at which the stream expires, if it does."""
+        if self.soft_deleted:
+            return None  # already gone for clients; kept only for its forks
         if self.expires_at is not None:
             return self.expires_at.timestamp
         if self.ttl is not None:
@@ -80,6 +110,28 @@ def is_expired(meta: StreamMeta, now: float) -> bool:
     """Whether the stream's TTL or absolute expiry has passed at `now`."""
     deadline = meta.deadline()
     return deadline is not None and now >= deadline
+
+
+def read_segments(meta: StreamMeta, position: int) -> list[Segment]:
+    """Which streams' records a read from `position` draws on, in order.
+
+    A plain stream reads only its own records; a fork reads its ancestors'
+    records below its fork point, then its own.
+    """
+    own = Segment(meta.stream_id, meta.base, meta.tail)
+    return [s for s in (*meta.inherited, own) if s.end > position and s.end > s.start]
+
+
+def clip_records(
+    records: Iterable[tuple[int, bytes]], segment: Segment
+) -> Iterator[tuple[int, bytes]]:
+    """`records` of one stream, cut to the positions `segment` covers."""
+    for position, data in records:
+        if position >= segment.end:
+            return
+        if position + len(data) > segment.end:
+            data = data[: segment.end - position]
+        yield position, data
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +171,11 @@ def decide_create(
             expiry or closure status.
     """
     if existing is not None:
+        if existing.soft_deleted:
+            raise ConfigMismatch("stream was deleted and is kept for its forks")
         if (
-            existing.media_type != request.media_type
+            existing.fork is not None
+            or existing.media_type != request.media_type
             or existing.ttl != request.ttl
             or existing.expires_at != request.expires_at
             or existing.closed != request.closed

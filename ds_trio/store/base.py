@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..protocol.forks import ForkRequest
 from ..protocol.streams import AppendOutcome, AppendRequest, CreateDecision, CreateRequest, StreamMeta
 
 __all__ = ["ReadResult", "Store"]
@@ -48,11 +49,22 @@ class Store(Protocol):
         """
         ...
 
+    async def fork(self, name: str, request: ForkRequest, now: float) -> CreateDecision:
+        """Create a fork of `request.source`, or confirm an identical one.
+
+        Raises:
+            StreamNotFound: the source does not exist.
+            ConfigMismatch: the path holds another stream, or the source is soft-deleted.
+            ContentTypeMismatch: the fork's content type is not the source's.
+            BadRequest: the fork offset or sub-offset lies past the source's data.
+        """
+        ...
+
     async def append(self, name: str, request: AppendRequest, now: float) -> AppendOutcome:
         """Append, close, or both, atomically with the producer state.
 
         Raises:
-            StreamNotFound, StreamClosed, ContentTypeMismatch, SeqConflict,
+            StreamNotFound, StreamGone, StreamClosed, ContentTypeMismatch, SeqConflict,
             StaleEpoch, InvalidEpochSeq, SeqGap, StorageFull.
         """
         ...
@@ -62,6 +74,7 @@ class Store(Protocol):
 
         Raises:
             StreamNotFound: no such stream, or it expired.
+            StreamGone: it was deleted but is kept for its forks.
             InvalidOffset: `start` is past the tail.
         """
         ...
@@ -71,19 +84,24 @@ class Store(Protocol):
 
         Raises:
             StreamNotFound: no such stream, or it expired.
+            StreamGone: it was deleted but is kept for its forks.
         """
         ...
 
     async def delete(self, name: str, now: float) -> None:
-        """Remove the stream and all of its data.
+        """Remove the stream and its data; one that has forks is only soft-deleted.
 
         Raises:
             StreamNotFound: no such stream, or it expired.
+            StreamGone: it is already soft-deleted.
         """
         ...
 
     async def expire(self, now: float) -> list[str]:
-        """Remove every stream whose expiry has passed; return their names."""
+        """End every stream whose expiry has passed; return their names.
+
+        A stream with forks is soft-deleted instead, so its forks still read it.
+        """
         ...
 
     async def aclose(self) -> None:

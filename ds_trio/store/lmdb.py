@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
@@ -31,16 +32,29 @@ from typing import Any, Final, TypeVar
 import lmdb
 import trio
 
-from ..protocol.errors import InvalidOffset, ProtocolError, StorageFull, StreamNotFound
+from ..protocol.errors import InvalidOffset, ProtocolError, StorageFull, StreamGone, StreamNotFound
+from ..protocol.forks import (
+    DeleteAction,
+    ForkRequest,
+    check_fork_source,
+    decide_delete,
+    expire_action,
+    fork_point,
+    match_existing_fork,
+    new_fork,
+    release_fork,
+)
 from ..protocol.streams import (
     AppendOutcome,
     AppendRequest,
     CreateDecision,
     CreateRequest,
     StreamMeta,
+    clip_records,
     decide_append,
     decide_create,
     is_expired,
+    read_segments,
     slice_records,
 )
 from . import lmdb_keys as keys
@@ -314,9 +328,30 @@ class LmdbStore:
         return None if value is None else keys.decode_meta(value)
 
     def _live_meta(self, txn: lmdb.Transaction, name: bytes, now: float) -> StreamMeta:
+        """The stream at `name` for a read-only request (expiry is only judged)."""
         meta = self._load(txn, name)
-        if meta is None or is_expired(meta, now):
+        if meta is None:
             raise StreamNotFound("stream not found")
+        if meta.soft_deleted or (is_expired(meta, now) and meta.fork_count > 0):
+            raise StreamGone("stream was deleted")
+        if is_expired(meta, now):
+            raise StreamNotFound("stream not found")
+        return meta
+
+    def _find(self, txn: lmdb.Transaction, name: bytes, now: float) -> StreamMeta | None:
+        """The stream at `name` in a write, after applying its expiry if due."""
+        meta = self._load(txn, name)
+        if meta is not None and is_expired(meta, now):
+            self._end(txn, name, meta, expire_action(meta))
+            meta = self._load(txn, name)
+        return meta
+
+    def _writable(self, txn: lmdb.Transaction, name: bytes, now: float) -> StreamMeta:
+        meta = self._find(txn, name, now)
+        if meta is None:
+            raise StreamNotFound("stream not found")
+        if meta.soft_deleted:
+            raise StreamGone("stream was deleted")
         return meta
 
     def _put_meta(
@@ -352,36 +387,78 @@ class LmdbStore:
                 break
 
     def _remove(self, txn: lmdb.Transaction, name: bytes, meta: StreamMeta) -> None:
-        txn.delete(name, db=self._streams)
-        prefix = keys.stream_prefix(meta.stream_id)
-        self._delete_prefix(txn, self._data, prefix)
-        self._delete_prefix(txn, self._producers, prefix)
-        deadline = meta.deadline()
-        if deadline is not None:
-            txn.delete(keys.expiry_key(deadline, meta.stream_id), db=self._expiry)
+        """Remove a stream, then release its hold on its source, up the chain."""
+        while True:
+            txn.delete(name, db=self._streams)
+            prefix = keys.stream_prefix(meta.stream_id)
+            self._delete_prefix(txn, self._data, prefix)
+            self._delete_prefix(txn, self._producers, prefix)
+            deadline = meta.deadline()
+            if deadline is not None:
+                txn.delete(keys.expiry_key(deadline, meta.stream_id), db=self._expiry)
+            origin = meta.fork
+            if origin is None:
+                return
+            source_name = origin.source.encode("utf-8")
+            source = self._load(txn, source_name)
+            if source is None or source.stream_id != origin.source_id:
+                return
+            released, remove = release_fork(source)
+            if not remove:
+                self._put_meta(txn, source_name, released, source)
+                return
+            name, meta = source_name, released
+
+    def _end(self, txn: lmdb.Transaction, name: bytes, meta: StreamMeta, action: str) -> None:
+        if action == DeleteAction.SOFT:
+            self._put_meta(txn, name, replace(meta, soft_deleted=True), meta)
+        else:
+            self._remove(txn, name, meta)
+
+    def _records(
+        self, txn: lmdb.Transaction, meta: StreamMeta, position: int
+    ) -> Iterator[tuple[int, bytes]]:
+        """Records a read from `position` sees, across inherited segments."""
+        parts = [
+            clip_records(self._records_from(txn, seg.stream_id, max(position, seg.start)), seg)
+            for seg in read_segments(meta, position)
+        ]
+        return itertools.chain.from_iterable(parts)
 
     def _create_in(
         self, txn: lmdb.Transaction, name: bytes, request: CreateRequest, now: float
     ) -> CreateDecision:
-        existing = self._load(txn, name)
-        if existing is not None and is_expired(existing, now):
-            self._remove(txn, name, existing)
-            existing = None
+        existing = self._find(txn, name, now)
         decision = decide_create(existing, request, now=now, new_id=secrets.token_hex(8))
         if decision.created:
             self._put_records(txn, decision.meta, 0, decision.records)
             self._put_meta(txn, name, decision.meta, None)
         return decision
 
+    def _fork_in(
+        self, txn: lmdb.Transaction, name: bytes, request: ForkRequest, now: float
+    ) -> CreateDecision:
+        existing = self._find(txn, name, now)
+        if existing is not None:
+            return match_existing_fork(existing, request)
+        source_name = request.source.encode("utf-8")
+        source = self._find(txn, source_name, now)
+        anchor = check_fork_source(source, request)
+        assert source is not None
+        point = fork_point(source, anchor, request.sub_offset, self._records(txn, source, anchor))
+        decision = new_fork(
+            source, request, anchor=anchor, point=point, now=now, new_id=secrets.token_hex(8)
+        )
+        created = decision.created
+        self._put_meta(txn, source_name, decision.source, source)
+        self._put_records(txn, created.meta, created.meta.base, created.records)
+        self._put_meta(txn, name, created.meta, None)
+        return created
+
     def _append_in(
         self, txn: lmdb.Transaction, name: bytes, request: AppendRequest, now: float
     ) -> AppendOutcome:
-        meta = self._load(txn, name)
-        if meta is None:
-            raise StreamNotFound("stream not found")
-        if is_expired(meta, now):
-            self._remove(txn, name, meta)
-            raise StreamNotFound("stream not found")
+        meta = self._writable(txn, name, now)
         claim = request.producer
         producer_key = keys.producer_key(meta.stream_id, claim.producer_id) if claim else None
         state = None
@@ -401,38 +478,32 @@ class LmdbStore:
     def _touch_in(self, txn: lmdb.Transaction, name: bytes, stream_id: str, now: float) -> None:
         meta = self._load(txn, name)
         if meta is not None and meta.stream_id == stream_id and meta.touched_at < now:
-            self._put_meta(txn, name, replace(meta, touched_at=now), meta)
+            if not meta.soft_deleted and not is_expired(meta, now):
+                self._put_meta(txn, name, replace(meta, touched_at=now), meta)
 
     def _delete_in(self, txn: lmdb.Transaction, name: bytes, now: float) -> None:
-        meta = self._load(txn, name)
+        meta = self._find(txn, name, now)
         if meta is None:
             raise StreamNotFound("stream not found")
-        self._remove(txn, name, meta)
-        if is_expired(meta, now):
-            raise StreamNotFound("stream not found")
+        self._end(txn, name, meta, decide_delete(meta))
 
     def _expire_in(self, txn: lmdb.Transaction, now: float) -> list[str]:
-        expired: list[str] = []
-        stale: list[bytes] = []
+        due: list[tuple[bytes, bytes]] = []
         cursor = txn.cursor(db=self._expiry)
         if cursor.first():
             for key, value in cursor:
                 key = bytes(key)
-                if keys.expiry_deadline(key) > now or len(expired) >= EXPIRE_BATCH:
+                if keys.expiry_deadline(key) > now or len(due) >= EXPIRE_BATCH:
                     break
-                name = bytes(value)
-                meta = self._load(txn, name)
-                if meta is None or keys.stream_prefix(meta.stream_id) != key[8:]:
-                    stale.append(key)
-                elif is_expired(meta, now):
-                    expired.append(name.decode("utf-8"))
-        for key in stale:
-            txn.delete(key, db=self._expiry)
-        for name in expired:
-            encoded = name.encode("utf-8")
-            meta = self._load(txn, encoded)
-            if meta is not None:
-                self._remove(txn, encoded, meta)
+                due.append((key, bytes(value)))
+        expired: list[str] = []
+        for key, name in due:
+            meta = self._load(txn, name)
+            if meta is None or keys.stream_prefix(meta.stream_id) != key[8:]:
+                txn.delete(key, db=self._expiry)  # the stream is gone or re-created
+            elif is_expired(meta, now):
+                self._end(txn, name, meta, expire_action(meta))
+                expired.append(name.decode("utf-8"))
         return expired
 
     def _read_in(self, name: bytes, start: int | None, max_bytes: int, now: float) -> ReadResult:
@@ -441,7 +512,7 @@ class LmdbStore:
             position = meta.tail if start is None else start
             if position > meta.tail:
                 raise InvalidOffset("offset is beyond the tail of the stream")
-            records = self._records_from(txn, meta.stream_id, position)
+            records = self._records(txn, meta, position)
             piece = slice_records(records, position, max_bytes, whole_records=meta.is_json)
             return ReadResult(meta, position, piece.pieces, piece.next_position)
 
@@ -478,6 +549,9 @@ class LmdbStore:
 
     async def create(self, name: str, request: CreateRequest, now: float) -> CreateDecision:
         return await self._write(partial(self._create_in, name=name.encode(), request=request, now=now))
+
+    async def fork(self, name: str, request: ForkRequest, now: float) -> CreateDecision:
+        return await self._write(partial(self._fork_in, name=name.encode(), request=request, now=now))
 
     async def append(self, name: str, request: AppendRequest, now: float) -> AppendOutcome:
         return await self._write(partial(self._append_in, name=name.encode(), request=request, now=now))

@@ -21,7 +21,7 @@ from typing import Final
 
 from ..protocol.headers import ExpiresAt
 from ..protocol.producers import ProducerState
-from ..protocol.streams import StreamMeta
+from ..protocol.streams import ForkOrigin, Segment, StreamMeta
 
 __all__ = [
     "FORMAT_NAME",
@@ -96,6 +96,15 @@ def encode_meta(meta: StreamMeta) -> bytes:
         fields["closed"] = True
     if meta.last_stream_seq is not None:
         fields["seq"] = meta.last_stream_seq.hex()
+    if meta.fork is not None:
+        origin = meta.fork
+        fields["fork"] = [origin.source, origin.source_id, origin.anchor, origin.sub_offset]
+        fields["base"] = meta.base
+        fields["inherit"] = [[s.stream_id, s.start, s.end] for s in meta.inherited]
+    if meta.fork_count:
+        fields["forks"] = meta.fork_count
+    if meta.soft_deleted:
+        fields["deleted"] = True
     return json.dumps(fields, separators=(",", ":")).encode("utf-8")
 
 
@@ -113,4 +122,9 @@ def decode_meta(value: bytes) -> StreamMeta:
         closed=fields.get("closed", False),
         last_stream_seq=bytes.fromhex(seq) if seq is not None else None,
         touched_at=fields["touched"],
+        base=fields.get("base", 0),
+        inherited=tuple(Segment(*segment) for segment in fields.get("inherit", ())),
+        fork=ForkOrigin(*fields["fork"]) if "fork" in fields else None,
+        fork_count=fields.get("forks", 0),
+        soft_deleted=fields.get("deleted", False),
     )

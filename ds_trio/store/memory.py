@@ -7,11 +7,24 @@ and writing state, so each operation is atomic without locks.
 from __future__ import annotations
 
 import heapq
+import itertools
 import secrets
 from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from ..protocol.errors import InvalidOffset, StreamNotFound
+from ..protocol.errors import InvalidOffset, StreamGone, StreamNotFound
+from ..protocol.forks import (
+    DeleteAction,
+    ForkRequest,
+    check_fork_source,
+    decide_delete,
+    expire_action,
+    fork_point,
+    match_existing_fork,
+    new_fork,
+    release_fork,
+)
 from ..protocol.producers import ProducerState
 from ..protocol.streams import (
     AppendOutcome,
@@ -19,9 +32,11 @@ from ..protocol.streams import (
     CreateDecision,
     CreateRequest,
     StreamMeta,
+    clip_records,
     decide_append,
     decide_create,
     is_expired,
+    read_segments,
     slice_records,
 )
 from .base import ReadResult
@@ -31,8 +46,9 @@ __all__ = ["MemoryStore"]
 
 @dataclass(slots=True)
 class _Stream:
+    name: str
     meta: StreamMeta
-    positions: list[int] = field(default_factory=list)  # start of each record
+    positions: list[int] = field(default_factory=list)  # start of each own record
     records: list[bytes] = field(default_factory=list)
     producers: dict[str, ProducerState] = field(default_factory=dict)
 
@@ -42,43 +58,110 @@ class _Stream:
             self.records.append(record)
             start += len(record)
 
+    def records_from(self, position: int) -> Iterator[tuple[int, bytes]]:
+        first = max(0, bisect_right(self.positions, position) - 1)
+        positions, data = self.positions, self.records
+        return ((positions[i], data[i]) for i in range(first, len(data)))
+
 
 class MemoryStore:
     """Streams held in process memory; lost when the process exits."""
 
     def __init__(self) -> None:
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, _Stream] = {}  # live and soft-deleted, by name
+        self._by_id: dict[str, _Stream] = {}  # the same, by stream id
         self._deadlines: list[tuple[float, str, str]] = []  # (deadline, name, stream_id)
 
     def __len__(self) -> int:
         return len(self._streams)
 
-    def _live(self, name: str, now: float) -> _Stream:
+    # -- internals --------------------------------------------------------------------
+
+    def _schedule(self, stream: _Stream) -> None:
+        deadline = stream.meta.deadline()
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, stream.name, stream.meta.stream_id))
+
+    def _add(self, name: str, decision: CreateDecision) -> None:
+        stream = _Stream(name, decision.meta)
+        stream.add(decision.meta.base, decision.records)
+        self._streams[name] = stream
+        self._by_id[decision.meta.stream_id] = stream
+        self._schedule(stream)
+
+    def _remove(self, stream: _Stream) -> None:
+        """Remove `stream`, then release its hold on its source, up the chain."""
+        while True:
+            del self._streams[stream.name]
+            del self._by_id[stream.meta.stream_id]
+            origin = stream.meta.fork
+            source = self._by_id.get(origin.source_id) if origin else None
+            if source is None:
+                return
+            source.meta, remove = release_fork(source.meta)
+            if not remove:
+                return
+            stream = source
+
+    def _end(self, stream: _Stream, action: str) -> None:
+        if action == DeleteAction.SOFT:
+            stream.meta = replace(stream.meta, soft_deleted=True)
+        else:
+            self._remove(stream)
+
+    def _find(self, name: str, now: float) -> _Stream | None:
+        """The stream at `name`, after applying its expiry if that has passed."""
         stream = self._streams.get(name)
-        if stream is None:
-            raise StreamNotFound("stream not found")
-        if is_expired(stream.meta, now):
-            del self._streams[name]
-            raise StreamNotFound("stream not found")
+        if stream is not None and not stream.meta.soft_deleted and is_expired(stream.meta, now):
+            self._end(stream, expire_action(stream.meta))
+            stream = self._streams.get(name)
         return stream
 
-    def _schedule(self, name: str, meta: StreamMeta) -> None:
-        deadline = meta.deadline()
-        if deadline is not None:
-            heapq.heappush(self._deadlines, (deadline, name, meta.stream_id))
+    def _live(self, name: str, now: float) -> _Stream:
+        stream = self._find(name, now)
+        if stream is None:
+            raise StreamNotFound("stream not found")
+        if stream.meta.soft_deleted:
+            raise StreamGone("stream was deleted")
+        return stream
+
+    def _records(self, meta: StreamMeta, position: int) -> Iterator[tuple[int, bytes]]:
+        """Records a read from `position` sees, across inherited segments."""
+        parts = []
+        for segment in read_segments(meta, position):
+            owner = self._by_id[segment.stream_id]
+            parts.append(clip_records(owner.records_from(max(position, segment.start)), segment))
+        return itertools.chain.from_iterable(parts)
+
+    def _touch(self, stream: _Stream, now: float) -> StreamMeta:
+        if stream.meta.ttl is not None:
+            stream.meta = replace(stream.meta, touched_at=now)
+        return stream.meta
+
+    # -- the Store interface ----------------------------------------------------------
 
     async def create(self, name: str, request: CreateRequest, now: float) -> CreateDecision:
-        try:
-            existing: StreamMeta | None = self._live(name, now).meta
-        except StreamNotFound:
-            existing = None
-        decision = decide_create(existing, request, now=now, new_id=secrets.token_hex(8))
+        existing = self._find(name, now)
+        meta = existing.meta if existing else None
+        decision = decide_create(meta, request, now=now, new_id=secrets.token_hex(8))
         if decision.created:
-            stream = _Stream(decision.meta)
-            stream.add(0, decision.records)
-            self._streams[name] = stream
-            self._schedule(name, decision.meta)
+            self._add(name, decision)
         return decision
+
+    async def fork(self, name: str, request: ForkRequest, now: float) -> CreateDecision:
+        existing = self._find(name, now)
+        if existing is not None:
+            return match_existing_fork(existing.meta, request)
+        source = self._find(request.source, now)
+        anchor = check_fork_source(source.meta if source else None, request)
+        assert source is not None
+        point = fork_point(source.meta, anchor, request.sub_offset, self._records(source.meta, anchor))
+        decision = new_fork(
+            source.meta, request, anchor=anchor, point=point, now=now, new_id=secrets.token_hex(8)
+        )
+        source.meta = decision.source
+        self._add(name, decision.created)
+        return decision.created
 
     async def append(self, name: str, request: AppendRequest, now: float) -> AppendOutcome:
         stream = self._live(name, now)
@@ -90,45 +173,45 @@ class MemoryStore:
             stream.meta = decision.meta
             if claim is not None and decision.producer_state is not None:
                 stream.producers[claim.producer_id] = decision.producer_state
-        elif stream.meta.ttl is not None:
-            stream.meta = replace(stream.meta, touched_at=now)
+        else:
+            self._touch(stream, now)
         return decision.outcome
 
     async def read(self, name: str, start: int | None, max_bytes: int, now: float) -> ReadResult:
         stream = self._live(name, now)
-        meta = stream.meta
-        if meta.ttl is not None:
-            meta = stream.meta = replace(meta, touched_at=now)
+        meta = self._touch(stream, now)
         position = meta.tail if start is None else start
         if position > meta.tail:
             raise InvalidOffset("offset is beyond the tail of the stream")
-        first = max(0, bisect_right(stream.positions, position) - 1)
-        positions, data = stream.positions, stream.records
-        records = ((positions[i], data[i]) for i in range(first, len(data)))
-        piece = slice_records(records, position, max_bytes, whole_records=meta.is_json)
+        piece = slice_records(
+            self._records(meta, position), position, max_bytes, whole_records=meta.is_json
+        )
         return ReadResult(meta, position, piece.pieces, piece.next_position)
 
     async def head(self, name: str, now: float) -> StreamMeta:
         return self._live(name, now).meta
 
     async def delete(self, name: str, now: float) -> None:
-        self._live(name, now)
-        del self._streams[name]
+        stream = self._find(name, now)
+        if stream is None:
+            raise StreamNotFound("stream not found")
+        self._end(stream, decide_delete(stream.meta))
 
     async def expire(self, now: float) -> list[str]:
         expired: list[str] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, name, stream_id = heapq.heappop(self._deadlines)
-            stream = self._streams.get(name)
-            if stream is None or stream.meta.stream_id != stream_id:
-                continue  # deleted or re-created since it was scheduled
+            stream = self._by_id.get(stream_id)
+            if stream is None or stream.meta.soft_deleted:
+                continue  # gone, or already kept only for its forks
             if is_expired(stream.meta, now):
-                del self._streams[name]
+                self._end(stream, expire_action(stream.meta))
                 expired.append(name)
             else:
-                self._schedule(name, stream.meta)  # a read or write slid its TTL
+                self._schedule(stream)  # a read or write slid its TTL
         return expired
 
     async def aclose(self) -> None:
         self._streams.clear()
+        self._by_id.clear()
         self._deadlines.clear()
