@@ -130,11 +130,20 @@ class _Op:
 
 
 def _check_layout(path: Path) -> None:
+    """Refuse a data.mdb that holds anything but a ds_trio store of this layout.
+
+    An empty file or an LMDB environment with nothing in it is what a first
+    start killed before its initial commit leaves behind; it is ours to use.
+    """
+    if (path / "data.mdb").stat().st_size == 0:
+        return
     try:
         env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=len(_DB_NAMES))
     except lmdb.Error as exc:
         raise StoreOpenError(f"{path} is not an LMDB data directory: {exc}") from exc
     try:
+        if env.stat()["entries"] == 0:
+            return
         try:
             info = env.open_db(b"info", create=False)
         except lmdb.Error as exc:
@@ -173,11 +182,13 @@ def _open_env(path: Path, map_size: int, sync: bool) -> tuple[lmdb.Environment, 
         metasync=sync,
         readahead=False,
     )
-    dbs = {name: env.open_db(name) for name in _DB_NAMES}
-    with env.begin(write=True, db=dbs[b"info"]) as txn:
-        if txn.get(b"format") is None:
-            txn.put(b"format", keys.FORMAT_NAME)
-            txn.put(b"layout", keys.LAYOUT_VERSION)
+    # One transaction creates every database and the layout marker, so a crash
+    # during a first start leaves either a complete store or an empty one.
+    with env.begin(write=True) as txn:
+        dbs = {name: env.open_db(name, txn=txn) for name in _DB_NAMES}
+        if txn.get(b"format", db=dbs[b"info"]) is None:
+            txn.put(b"format", keys.FORMAT_NAME, db=dbs[b"info"])
+            txn.put(b"layout", keys.LAYOUT_VERSION, db=dbs[b"info"])
     return env, dbs
 
 
