@@ -8,7 +8,7 @@ for events (wait on the watcher statistics or a response instead).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import httpx
@@ -28,6 +28,7 @@ class RunningServer:
 
     service: StreamService
     base_url: str  # e.g. http://127.0.0.1:PORT
+    stop: trio.Event = field(default_factory=trio.Event)  # set it to shut the server down
 
     @property
     def stream_root(self) -> str:
@@ -42,8 +43,7 @@ async def start_server(nursery: trio.Nursery, **settings: object) -> RunningServ
     config = Config(port=0, long_poll_timeout=TEST_LONG_POLL_TIMEOUT).with_changes(**settings)
     stop = trio.Event()
     service: StreamService = await nursery.start(partial(serve, config, shutdown_trigger=stop.wait))
-    service.stop = stop  # type: ignore[attr-defined]
-    return RunningServer(service, service.bound_urls[0])
+    return RunningServer(service, service.bound_urls[0], stop)
 
 
 @pytest.fixture(name="server")

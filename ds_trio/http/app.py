@@ -13,6 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+import trio
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -29,6 +38,7 @@ __all__ = ["StreamService", "create_app"]
 
 log = logging.getLogger("ds_trio.http")
 
+BODY_TIMEOUT: Final = 60  # seconds a request body may take to arrive
 STREAM_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")
 _ROUTED_METHODS: Final = [*STREAM_METHODS, "PATCH", "TRACE", "CONNECT", "PROPFIND", "MKCOL"]
 _EXPOSED_HEADERS: Final = ", ".join(
@@ -104,7 +114,7 @@ def create_app(service: StreamService) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config.update(
         RESPONSE_TIMEOUT=None,  # live reads bound their own duration
-        BODY_TIMEOUT=60,
+        BODY_TIMEOUT=BODY_TIMEOUT,
         MAX_CONTENT_LENGTH=config.max_append_bytes,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
@@ -146,8 +156,9 @@ def create_app(service: StreamService) -> QuartTrio:
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500
         headers: dict[str, str] = {}
-        if status == 405:
-            headers["Allow"] = ", ".join(STREAM_METHODS)
+        if status == 405:  # Allow names what this resource supports (/healthz: GET, HEAD)
+            valid = getattr(error, "valid_methods", None) or STREAM_METHODS
+            headers["Allow"] = ", ".join(m for m in STREAM_METHODS if m in valid)
         if status == 413:
             return text_response(413, f"request body exceeds {config.max_append_bytes} bytes")
         return text_response(status, error.name.lower(), headers)
@@ -167,6 +178,51 @@ def create_app(service: StreamService) -> QuartTrio:
         if config.cors_origin != "*":
             headers["Vary"] = "Origin"
         return response
+
+    wrapped = _end_response_after_request(app.asgi_app, BODY_TIMEOUT)
+    app.asgi_app = wrapped  # type: ignore[method-assign]
+    return app
+
+
+def _end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIFramework:
+    """Let Hypercorn finish each exchange: hold the response's end, then shield it.
+
+    Hypercorn (trio) recycles or closes the connection inside the app's last
+    `send`, and first queues `http.disconnect` for the app; Quart-Trio's receive
+    loop sees it and cancels the task still inside that `send`. Cut short, the
+    recycling never restarts the keep-alive timer (idle connections then live
+    until the client leaves, and hold shutdown for the whole grace period), and
+    if the client was still sending a body, as after an early 400 or 413, the
+    connection is neither reused nor closed, leaking its task and socket.
+
+    So the last message waits (bounded) until the request body is in (Quart
+    keeps reading, and discards past MAX_CONTENT_LENGTH), and is then sent
+    shielded from that cancellation.
+    """
+
+    async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            await asgi_app(scope, receive, send)
+            return
+        request_done = trio.Event()
+
+        async def tracking_receive() -> ASGIReceiveEvent:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                request_done.set()
+            return message
+
+        async def holding_send(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.move_on_after(timeout):
+                    await request_done.wait()
+                if request_done.is_set():
+                    with trio.CancelScope(shield=True):  # see the docstring
+                        await send(message)
+                    return
+            await send(message)
+
+        await asgi_app(scope, tracking_receive, holding_send)
 
     return app
 

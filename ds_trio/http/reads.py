@@ -15,7 +15,7 @@ import trio
 from quart import Response, request
 
 from ..protocol.caching import CACHE_NO_STORE, cacheable, etag_for, etag_matches, next_cursor
-from ..protocol.errors import BadRequest, StreamNotFound
+from ..protocol.errors import BadRequest, InvalidOffset, StreamGone, StreamNotFound
 from ..protocol.json_mode import render_json_array
 from ..protocol.offsets import format_offset, parse_read_offset
 from ..protocol.sse import control_event, data_event, uses_base64
@@ -137,6 +137,8 @@ async def _sse(
     service: StreamService, name: str, position: int | None, client_cursor: str | None
 ) -> Response:
     meta = await service.store.head(name, service.clock())  # 404 before the stream starts
+    if position is not None and position > meta.tail:  # 400 before the stream starts
+        raise InvalidOffset("offset is beyond the tail of the stream")
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     base64_encoded = uses_base64(meta.media_type)
     if base64_encoded:
@@ -169,8 +171,8 @@ async def _sse_frames(
                 result = await service.store.read(
                     name, position, config.max_read_bytes, service.clock()
                 )
-            except StreamNotFound:
-                return  # deleted or expired: end the event stream
+            except (StreamNotFound, StreamGone, InvalidOffset):
+                return  # deleted, expired, or re-created shorter: end the event stream
             position = result.start
             idle = sent_control and not result.pieces and not result.meta.closed
             if idle:

@@ -102,7 +102,8 @@ async def handle_put(service: StreamService, name: str) -> Response:
         decision = await service.store.create(name, create, service.clock())
     headers = meta_headers(decision.meta)
     if decision.created:
-        headers["Location"] = request.url.split("?", 1)[0]
+        # From the canonical name: request.url is percent-decoded (a%2Fb would read a/b).
+        headers["Location"] = f"{request.host_url.rstrip('/')}{service.config.stream_root}/{name}"
         service.watchers.notify(name)
     return empty_response(201 if decision.created else 200, headers)
 

@@ -1,0 +1,68 @@
+"""Fixtures for the HTTP integration tests: a real Hypercorn server on port 0.
+
+These override the root `server` and `client` fixtures. The server object
+keeps its own shutdown event (`server.stop`), and every response any test
+receives, through httpx or the raw h11 helper, is recorded so that a test
+fails if the server ever answered 500 or logged an unhandled error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+
+
+from ..conftest import RunningServer, start_server
+from .helpers import SEEN_RESPONSES, recording_client
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    import httpx
+
+
+# Loggers that report a request the server failed on (an unhandled exception).
+_ERROR_LOGGERS = ("ds_trio", "hypercorn.error", "quart.app", "asyncio")
+
+
+@pytest.fixture(name="server")
+async def _server(nursery: trio.Nursery) -> RunningServer:
+    return await start_server(nursery)
+
+
+@pytest.fixture(name="client")
+async def _client() -> AsyncIterator[httpx.AsyncClient]:
+    async with recording_client(max_connections=2000) as client:
+        yield client
+
+
+class _ErrorRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def _no_server_errors() -> Iterator[None]:
+    """Fail the test if any response was a 500 or the server logged an error."""
+    SEEN_RESPONSES.clear()
+    handler = _ErrorRecords()
+    loggers = [logging.getLogger(name) for name in _ERROR_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    errors = [r for r in SEEN_RESPONSES if r[2] == 500]
+    assert errors == [], f"the server answered 500: {errors}"
+    logged = [f"{r.name}: {r.getMessage()}" for r in handler.records]
+    assert logged == [], f"the server logged errors: {logged}"
+    SEEN_RESPONSES.clear()
