@@ -51,6 +51,7 @@ def _hypercorn_config(config: Config) -> HyperConfig:
     hyper.accesslog = logging.getLogger("hypercorn.access") if config.access_log else None
     hyper.errorlog = logging.getLogger("hypercorn.error")
     hyper.keep_alive_timeout = 75
+    hyper.backlog = 2048  # live readers reconnect in bursts
     return hyper
 
 

@@ -29,7 +29,7 @@ from werkzeug.exceptions import HTTPException
 from ..config import Config
 from ..live import StreamWatchers
 from ..protocol.errors import MethodNotAllowed, ProtocolError, StreamNotFound
-from ..protocol.paths import canonical_stream_name
+from ..protocol.paths import RESERVED_PREFIX, canonical_stream_name
 from ..store.base import Store
 from . import reads, streams
 from .common import text_response
@@ -105,7 +105,10 @@ class StreamService:
         prefix = self.config.stream_root + "/"
         if not path.startswith(prefix):
             raise StreamNotFound("not a stream URL")
-        return canonical_stream_name(path[len(prefix) :])
+        name = canonical_stream_name(path[len(prefix) :])
+        if name.split("/", 1)[0] == RESERVED_PREFIX:
+            raise StreamNotFound(f"{RESERVED_PREFIX}/ is reserved for server APIs")
+        return name
 
 
 def create_app(service: StreamService) -> QuartTrio:

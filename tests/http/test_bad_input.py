@@ -631,6 +631,15 @@ async def test_names_are_case_sensitive(server: RunningServer) -> None:
     assert await _raw_read(server, "name") == (200, b"lower")
 
 
+@pytest.mark.parametrize("path", ["__ds/x", "__ds", "%5F%5Fds/jwks.json", "__ds/a/b"])
+async def test_the_reserved_namespace_never_holds_streams(server: RunningServer, path: str) -> None:
+    assert await _raw_put(server, path, b"data") == 404
+    status, _ = await _raw_read(server, path)
+    assert status == 404
+    assert server.service.watchers.statistics().total == 0
+    assert await _raw_put(server, "x__ds", b"fine") == 201  # only the whole first segment
+
+
 @pytest.mark.parametrize(
     ("path", "location_path"),
     [("a%2Fb", "a%2Fb"), ("%61bc", "abc"), ("caf%c3%a9", "caf%C3%A9"), ("a%3Fb", "a%3Fb")],
