@@ -27,7 +27,8 @@ STREAM_SEQ_MAX_LENGTH: Final = 1024  # bytes
 _TTL_MAX: Final = 10**12  # seconds: ~31,700 years; anything larger is a typo
 _TTL_RE: Final = re.compile(r"0|[1-9][0-9]*")
 _RFC3339_RE: Final = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,  # `\d` is [0-9] only: RFC 3339 digits are ASCII
 )
 _TOKEN_RE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 

@@ -36,7 +36,10 @@ def _decode_segment(raw: str) -> bytes:
             out.append(int(pair, 16))
             index += 3
         else:
-            out.extend(char.encode("utf-8"))
+            try:
+                out.extend(char.encode("utf-8"))
+            except UnicodeEncodeError as exc:  # a lone surrogate
+                raise BadRequest("stream path is not valid UTF-8") from exc
             index += 1
     return bytes(out)
 
@@ -66,7 +69,7 @@ def canonical_stream_name(raw_path: str) -> str:
             text = decoded.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BadRequest("stream path is not valid UTF-8") from exc
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text):  # C0, DEL, C1
             raise BadRequest("stream path contains a control character")
         canonical.append(quote(decoded, safe=_SAFE))
     return "/".join(canonical)
