@@ -19,6 +19,7 @@ __all__ = [
     "SeqConflict",
     "SeqGap",
     "StaleEpoch",
+    "StorageFailure",
     "StorageFull",
     "StreamClosed",
     "StreamGone",
@@ -128,6 +129,12 @@ class NotImplementedYet(ProtocolError):
     """A protocol feature this server does not implement."""
 
     status = 501
+
+
+class StorageFailure(ProtocolError):
+    """The storage layer failed or is unavailable; nothing was changed."""
+
+    status = 503
 
 
 class StorageFull(ProtocolError):

@@ -14,7 +14,15 @@ from typing import Protocol
 from ..protocol.forks import ForkRequest
 from ..protocol.streams import AppendOutcome, AppendRequest, CreateDecision, CreateRequest, StreamMeta
 
-__all__ = ["ReadResult", "Store"]
+__all__ = ["ReadResult", "Store", "StoreStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Sizes for metrics."""
+
+    streams: int  # live and soft-deleted
+    bytes: int  # stored record bytes (memory) or pages in use (LMDB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +109,18 @@ class Store(Protocol):
         """End every stream whose expiry has passed; return their names.
 
         A stream with forks is soft-deleted instead, so its forks still read it.
+        """
+        ...
+
+    async def stats(self) -> StoreStats:
+        """How much the store holds."""
+        ...
+
+    async def check_writable(self) -> None:
+        """Prove a write can commit now (for readiness probes).
+
+        Raises:
+            StorageFailure, StorageFull: it cannot.
         """
         ...
 

@@ -17,11 +17,13 @@ Rules:
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -32,7 +34,14 @@ from typing import Any, Final, TypeVar
 import lmdb
 import trio
 
-from ..protocol.errors import InvalidOffset, ProtocolError, StorageFull, StreamGone, StreamNotFound
+from ..protocol.errors import (
+    InvalidOffset,
+    ProtocolError,
+    StorageFailure,
+    StorageFull,
+    StreamGone,
+    StreamNotFound,
+)
 from ..protocol.forks import (
     DeleteAction,
     ForkRequest,
@@ -58,7 +67,7 @@ from ..protocol.streams import (
     slice_records,
 )
 from . import lmdb_keys as keys
-from .base import ReadResult
+from .base import ReadResult, StoreStats
 
 __all__ = ["FaultHook", "LmdbStore", "StorageFailure", "StoreOpenError"]
 
@@ -70,16 +79,11 @@ FaultHook = Callable[[str], None]  # called with "before_commit", "during_commit
 PIECE_BYTES: Final = 1024 * 1024  # byte-stream appends are stored in pieces of at most 1 MiB
 EXPIRE_BATCH: Final = 1000  # streams removed per sweep transaction at most
 _DB_NAMES: Final = (b"info", b"streams", b"data", b"producers", b"expiry")
+OWNER_LOCK: Final = "ds_trio.lock"  # flock'd by the one server that owns the dir
 
 
 class StoreOpenError(RuntimeError):
     """The data directory cannot be used (not ours, wrong layout, unreadable)."""
-
-
-class StorageFailure(ProtocolError):
-    """The storage layer failed; the transaction was rolled back."""
-
-    status = 503
 
 
 class _ResizeGate:
@@ -162,17 +166,52 @@ def _check_layout(path: Path) -> None:
         env.close()
 
 
-def _open_env(path: Path, map_size: int, sync: bool) -> tuple[lmdb.Environment, dict[bytes, Any]]:
+def _lock_dir(path: Path) -> int:
+    """Take the data dir's owner lock (held until the fd closes, or the process dies)."""
+    fd = os.open(path / OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreOpenError(f"{path} is in use by another ds_trio server (pid {holder})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _open_env(
+    path: Path, map_size: int, sync: bool
+) -> tuple[lmdb.Environment, dict[bytes, Any], int]:
     if path.exists() and not path.is_dir():
         raise StoreOpenError(f"{path} is not a directory")
+    lock_fd: int | None = None
     if path.is_dir():
         entries = set(os.listdir(path))
-        if "data.mdb" in entries:
-            _check_layout(path)
-        elif entries - {"lock.mdb"}:
-            raise StoreOpenError(f"{path} is not empty and is not a ds_trio data directory")
+        if OWNER_LOCK in entries:  # ours: fail fast if its owner is running
+            lock_fd = _lock_dir(path)
+        try:
+            if "data.mdb" in entries:
+                _check_layout(path)
+            elif entries - {"lock.mdb", OWNER_LOCK}:
+                raise StoreOpenError(f"{path} is not empty and is not a ds_trio data directory")
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
     else:
         path.mkdir(parents=True)
+    if lock_fd is None:
+        lock_fd = _lock_dir(path)
+    try:
+        env, dbs = _init_env(path, map_size, sync)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return env, dbs, lock_fd
+
+
+def _init_env(path: Path, map_size: int, sync: bool) -> tuple[lmdb.Environment, dict[bytes, Any]]:
     env = lmdb.open(
         str(path),
         map_size=map_size,
@@ -202,6 +241,7 @@ class LmdbStore:
         limiter: trio.CapacityLimiter,
     ) -> None:
         self._env = env
+        self._info = dbs[b"info"]
         self._streams = dbs[b"streams"]
         self._data = dbs[b"data"]
         self._producers = dbs[b"producers"]
@@ -211,7 +251,9 @@ class LmdbStore:
         self._pending: list[_Op] = []
         self._committing = False
         self._loop_thread = threading.get_ident()
+        self._lock_fd: int | None = None
         self.fault_hook: FaultHook | None = None  # test-only fault injection
+        self.commit_observer: Callable[[float], None] | None = None  # seconds per commit
         self.commits = 0  # write transactions committed, for statistics
 
     @classmethod
@@ -222,13 +264,16 @@ class LmdbStore:
 
         Raises:
             StoreOpenError: the directory is not empty and not a ds_trio store,
-                or its layout version is not this one's. It is left untouched.
+                or its layout version is not this one's (it is left untouched);
+                or another ds_trio server holds it.
         """
         limiter = trio.CapacityLimiter(threads)
-        env, dbs = await trio.to_thread.run_sync(
+        env, dbs, lock_fd = await trio.to_thread.run_sync(
             partial(_open_env, Path(path), map_size, sync), limiter=limiter
         )
-        return cls(env, dbs, limiter)
+        store = cls(env, dbs, limiter)
+        store._lock_fd = lock_fd
+        return store
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -279,6 +324,7 @@ class LmdbStore:
                 op.result = op.error = None
             try:
                 self._fault("before_commit")
+                started = time.perf_counter()
                 with self._gate.shared(), self._env.begin(write=True) as txn:
                     for op in batch:
                         try:
@@ -287,6 +333,8 @@ class LmdbStore:
                             op.error = exc
                     self._fault("during_commit")
                 self.commits += 1
+                if self.commit_observer is not None:
+                    self.commit_observer(time.perf_counter() - started)
                 self._fault("after_commit")
                 return
             except lmdb.MapFullError:
@@ -552,9 +600,14 @@ class LmdbStore:
         with self._reading() as txn:
             return self._live_meta(txn, name, now)
 
-    def _count_in(self) -> int:
+    def _stats_in(self) -> StoreStats:
         with self._reading() as txn:
-            return txn.stat(self._streams)["entries"]
+            streams = txn.stat(self._streams)["entries"]
+        info, stat = self._env.info(), self._env.stat()
+        return StoreStats(streams, (info["last_pgno"] + 1) * stat["psize"])
+
+    def _probe_in(self, txn: lmdb.Transaction) -> None:
+        txn.put(b"probe", b"ok", db=self._info)
 
     # -- the Store interface ----------------------------------------------------------
 
@@ -585,12 +638,17 @@ class LmdbStore:
     async def expire(self, now: float) -> list[str]:
         return await self._write(partial(self._expire_in, now=now))
 
-    async def stream_count(self) -> int:
-        """How many streams are stored (expired ones not yet swept included)."""
-        return await self._in_thread(self._count_in)
+    async def stats(self) -> StoreStats:
+        return await self._in_thread(self._stats_in)
+
+    async def check_writable(self) -> None:
+        await self._write(self._probe_in)
 
     async def aclose(self) -> None:
         await self._in_thread(self._env.close)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the owner lock
+            self._lock_fd = None
 
 
 def _is_no_space(exc: lmdb.Error) -> bool:

@@ -39,7 +39,7 @@ from ..protocol.streams import (
     read_segments,
     slice_records,
 )
-from .base import ReadResult
+from .base import ReadResult, StoreStats
 
 __all__ = ["MemoryStore"]
 
@@ -71,6 +71,7 @@ class MemoryStore:
         self._streams: dict[str, _Stream] = {}  # live and soft-deleted, by name
         self._by_id: dict[str, _Stream] = {}  # the same, by stream id
         self._deadlines: list[tuple[float, str, str]] = []  # (deadline, name, stream_id)
+        self._bytes = 0  # record bytes held, for stats
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -85,6 +86,7 @@ class MemoryStore:
     def _add(self, name: str, decision: CreateDecision) -> None:
         stream = _Stream(name, decision.meta)
         stream.add(decision.meta.base, decision.records)
+        self._bytes += decision.meta.tail - decision.meta.base
         self._streams[name] = stream
         self._by_id[decision.meta.stream_id] = stream
         self._schedule(stream)
@@ -94,6 +96,7 @@ class MemoryStore:
         while True:
             del self._streams[stream.name]
             del self._by_id[stream.meta.stream_id]
+            self._bytes -= stream.meta.tail - stream.meta.base
             origin = stream.meta.fork
             source = self._by_id.get(origin.source_id) if origin else None
             if source is None:
@@ -170,6 +173,7 @@ class MemoryStore:
         decision = decide_append(stream.meta, state, request, now=now)
         if decision.meta is not None:
             stream.add(decision.start, decision.records)
+            self._bytes += decision.meta.tail - decision.start
             stream.meta = decision.meta
             if claim is not None and decision.producer_state is not None:
                 stream.producers[claim.producer_id] = decision.producer_state
@@ -210,6 +214,12 @@ class MemoryStore:
             else:
                 self._schedule(stream)  # a read or write slid its TTL
         return expired
+
+    async def stats(self) -> StoreStats:
+        return StoreStats(len(self._streams), self._bytes)
+
+    async def check_writable(self) -> None:
+        return None  # memory is always writable
 
     async def aclose(self) -> None:
         self._streams.clear()

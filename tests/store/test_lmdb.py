@@ -300,3 +300,18 @@ async def test_the_loop_stays_responsive_while_a_large_append_commits(tmp_path: 
         assert (await store.head("big", NOW)).tail == LARGE
     finally:
         await store.aclose()
+
+
+async def test_a_second_server_cannot_take_a_data_dir_in_use(tmp_path: Path) -> None:
+    first = await LmdbStore.open(tmp_path)
+    try:
+        with pytest.raises(StoreOpenError, match=f"in use by another ds_trio server \\(pid {os.getpid()}\\)"):
+            await LmdbStore.open(tmp_path)
+        await first.create("s", TEXT, NOW)  # the owner is unaffected
+    finally:
+        await first.aclose()
+    second = await LmdbStore.open(tmp_path)  # free again once the owner closed it
+    try:
+        assert (await second.head("s", NOW)).tail == 0
+    finally:
+        await second.aclose()
