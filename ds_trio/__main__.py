@@ -5,18 +5,39 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tomllib
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Final
 
 import trio
 
 from . import __version__
-from .config import Config, ConfigError, env_settings, parse_duration, parse_size
+from .config import Config, ConfigError, env_settings
 from .server import open_store, serve, wait_for_signal
 from .store.lmdb import StoreOpenError
 
 __all__ = ["main"]
+
+
+# (flag, help); each flag sets the Config field of the same name.
+_FLAGS: Final = (
+    ("--host", "address to listen on (default 127.0.0.1)"),
+    ("--port", "port to listen on; 0 picks a free one (default 4437)"),
+    ("--data-dir", "LMDB data directory (default: in memory)"),
+    ("--stream-root", "URL path of the stream root (default /v1/stream)"),
+    ("--long-poll-timeout", "how long a long-poll waits, e.g. 500ms, 30s (default 30s)"),
+    ("--sse-reconnect-interval", "when SSE responses end, e.g. 60s (default 60s)"),
+    ("--max-append-bytes", "largest request body, e.g. 64MiB (default 64MiB)"),
+    ("--max-read-bytes", "most data per catch-up response, e.g. 1MiB (default 1MiB)"),
+    ("--store-threads", "worker threads for LMDB calls (default 8)"),
+    ("--lmdb-map-size", "initial LMDB map size; it grows (default 1GiB)"),
+    ("--cors-origin", "allowed origin(s), comma-separated, or * (default *)"),
+    ("--trusted-proxies", "proxy addresses/networks whose X-Forwarded-* headers count"),
+    ("--shutdown-grace", "time in-flight requests get on shutdown (default 3s)"),
+    ("--log-level", "debug, info, warning or error (default info)"),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,39 +46,26 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
         ("dev", "serve with zero configuration: in memory on 127.0.0.1:4437"),
-        ("serve", "serve with settings from --config, DS_TRIO_* variables and flags"),
+        ("serve", "serve with settings from --config, then DS_TRIO_* variables, then flags"),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--config", type=Path, help="a TOML file of settings")
-        command.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-        command.add_argument("--port", type=int, help="port to listen on; 0 picks a free one")
-        command.add_argument("--data-dir", type=Path, help="LMDB data directory (default: memory)")
-        command.add_argument("--long-poll-timeout", type=parse_duration, help="e.g. 500ms, 30s")
-        command.add_argument("--sse-reconnect-interval", type=parse_duration, help="e.g. 60s")
-        command.add_argument("--max-append-bytes", type=parse_size, help="e.g. 64MiB")
-        command.add_argument("--max-read-bytes", type=parse_size, help="e.g. 1MiB")
-        command.add_argument("--access-log", action="store_true", default=None)
+        for flag, flag_help in _FLAGS:
+            command.add_argument(flag, help=flag_help)
+        command.add_argument("--access-log", action="store_true", default=None, help="log requests")
     return parser
 
 
 def _config(args: argparse.Namespace) -> Config:
-    config = Config.from_toml(args.config) if args.config else Config()
+    """TOML file, then (for `serve`) environment, then flags: later ones win."""
+    try:
+        config = Config.from_toml(args.config) if args.config else Config()
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {args.config}: {exc}") from exc
     if args.command == "serve":
         config = config.with_changes(**env_settings())
-    flags = {
-        name: getattr(args, name)
-        for name in (
-            "host",
-            "port",
-            "data_dir",
-            "long_poll_timeout",
-            "sse_reconnect_interval",
-            "max_append_bytes",
-            "max_read_bytes",
-            "access_log",
-        )
-        if getattr(args, name) is not None
-    }
+    names = [flag[2:].replace("-", "_") for flag, _ in _FLAGS] + ["access_log"]
+    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     return config.with_changes(**flags)
 
 
@@ -82,12 +90,14 @@ async def _run(config: Config) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m ds_trio` and the `ds-trio` script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = _config(args)
     except ConfigError as exc:
-        print(f"ds-trio: {exc}", file=sys.stderr)
+        print(f"ds-trio: bad configuration: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return trio.run(_run, config)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -73,6 +74,8 @@ class Config:
     cache_visibility: str = "public"  # or "private", for Cache-Control on reads
     cors_origin: str = "*"
     shutdown_grace: float = 3 * SECONDS
+    trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-* we believe
+    log_level: str = "info"
     lmdb_map_size: int = 1 * GIB  # initial map; it grows when full
     lmdb_sync: bool = True  # fsync on commit; False trades durability for speed
     store_threads: int = 8  # worker threads for LMDB calls
@@ -87,6 +90,13 @@ class Config:
             raise ConfigError(f"port out of range: {self.port}")
         if self.store_threads < 1:
             raise ConfigError("store_threads must be at least 1")
+        if self.log_level not in _LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"trusted_proxies: not an address or network: {proxy!r}") from exc
 
     @property
     def stream_url(self) -> str:
@@ -138,14 +148,29 @@ _DURATIONS: Final = {
     "expiry_sweep_interval",
     "shutdown_grace",
 }
+_LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+_LISTS: Final = {"trusted_proxies"}
 _SIZES: Final = {"max_append_bytes", "max_read_bytes", "lmdb_map_size"}
 _INTS: Final = {"port", "store_threads"}
 _BOOLS: Final = {"lmdb_sync", "access_log"}
 
 
 def _coerce(name: str, raw: Any) -> Any:
+    try:
+        return _coerce_value(name, raw)
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(name) else f"{name}: {message}") from None
+
+
+def _coerce_value(name: str, raw: Any) -> Any:
     if raw is None:
         return None
+    if name in _LISTS:
+        items = raw.split(",") if isinstance(raw, str) else list(raw)
+        return tuple(str(item).strip() for item in items if str(item).strip())
+    if name == "log_level":
+        return str(raw).strip().lower()
     if name in _DURATIONS:
         return parse_duration(raw)
     if name in _SIZES:

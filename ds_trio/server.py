@@ -15,7 +15,7 @@ from .live import StreamWatchers
 from .store import MemoryStore, Store
 from .store.lmdb import LmdbStore
 
-__all__ = ["open_store", "serve", "wait_for_signal"]
+__all__ = ["open_store", "serve", "sweep_expired", "wait_for_signal"]
 
 log = logging.getLogger("ds_trio")
 
@@ -34,6 +34,12 @@ async def open_store(config: Config) -> Store:
         sync=config.lmdb_sync,
         threads=config.store_threads,
     )
+
+
+def observe_commits(service: StreamService) -> None:
+    """Feed the store's commit times (LMDB) into the service's metrics."""
+    if isinstance(service.store, LmdbStore):
+        service.store.commit_observer = service.metrics.commit_seconds.observe
 
 
 async def wait_for_signal(*signals: int) -> None:
@@ -55,7 +61,7 @@ def _hypercorn_config(config: Config) -> HyperConfig:
     return hyper
 
 
-async def _sweep_expired(service: StreamService) -> None:
+async def sweep_expired(service: StreamService) -> None:
     """Remove expired streams on a timer and release their live readers."""
     while True:
         await trio.sleep(service.config.expiry_sweep_interval)
@@ -77,6 +83,7 @@ async def serve(
     the `StreamService`, whose `bound_urls` name the listening addresses.
     """
     service = StreamService(config, store or await open_store(config), StreamWatchers())
+    observe_commits(service)
     app = create_app(service)
 
     async def trigger() -> None:
@@ -96,7 +103,7 @@ async def serve(
 
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_sweep_expired, service)
+            nursery.start_soon(sweep_expired, service)
             service.bound_urls = list(await nursery.start(run_hypercorn, nursery))
             task_status.started(service)
     finally:

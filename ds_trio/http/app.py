@@ -13,26 +13,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-import trio
-from hypercorn.typing import (
-    ASGIFramework,
-    ASGIReceiveCallable,
-    ASGIReceiveEvent,
-    ASGISendCallable,
-    ASGISendEvent,
-    Scope,
-)
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..config import Config
 from ..live import StreamWatchers
-from ..protocol.errors import MethodNotAllowed, ProtocolError, StreamNotFound
+from ..protocol.errors import BadRequest, MethodNotAllowed, ProtocolError, StreamNotFound
 from ..protocol.paths import RESERVED_PREFIX, canonical_stream_name
 from ..store.base import Store
-from . import reads, streams
+from ..metrics import Metrics
+from . import ops, reads, streams
 from .common import text_response
+from .exchange import end_response_after_request
 
 __all__ = ["StreamService", "create_app"]
 
@@ -91,6 +84,7 @@ class StreamService:
     watchers: StreamWatchers
     clock: Callable[[], float] = field(default=time.time)  # wall-clock Unix seconds
     jitter: Callable[[], int] = field(default=_jitter)  # cursor jitter, 1..3600 s
+    metrics: Metrics = field(default_factory=Metrics)
     bound_urls: list[str] = field(default_factory=list)  # set once the server listens
 
     def stream_name(self) -> str:
@@ -101,7 +95,12 @@ class StreamService:
             BadRequest: the name is malformed.
         """
         raw_path = request.scope.get("raw_path") or request.path.encode()
-        path = raw_path.decode("latin-1").split("?", 1)[0]
+        # HTTP/1.1 (h11) only lets ASCII targets through; over HTTP/2 a raw
+        # UTF-8 path must name the same stream as its percent-encoding.
+        try:
+            path = raw_path.decode("utf-8").split("?", 1)[0]
+        except UnicodeDecodeError as exc:
+            raise BadRequest("stream path is not valid UTF-8") from exc
         prefix = self.config.stream_root + "/"
         if not path.startswith(prefix):
             raise StreamNotFound("not a stream URL")
@@ -147,9 +146,7 @@ def create_app(service: StreamService) -> QuartTrio:
     root = config.stream_root
     app.add_url_rule(f"{root}/<path:name>", "stream", stream_route, methods=_ROUTED_METHODS)
 
-    @app.route("/healthz", methods=["GET", "HEAD"])
-    async def healthz() -> Response:
-        return text_response(200, "ok")
+    ops.add_routes(app, service)
 
     @app.errorhandler(ProtocolError)
     async def protocol_error(error: ProtocolError) -> Response:
@@ -171,62 +168,28 @@ def create_app(service: StreamService) -> QuartTrio:
         log.exception("unhandled error", exc_info=error)
         return text_response(500, "internal server error")
 
+    allowed_origins = {o.strip() for o in config.cors_origin.split(",") if o.strip()}
+
     @app.after_request
     async def add_common_headers(response: Response) -> Response:
         headers = response.headers
         headers["X-Content-Type-Options"] = "nosniff"
         headers["Cross-Origin-Resource-Policy"] = "cross-origin"
-        headers["Access-Control-Allow-Origin"] = config.cors_origin
-        headers["Access-Control-Expose-Headers"] = _EXPOSED_HEADERS
-        if config.cors_origin != "*":
+        if "*" in allowed_origins:
+            headers["Access-Control-Allow-Origin"] = "*"
+        else:  # one origin is always named; of several, the one that asked
+            origin = request.headers.get("Origin")
+            if len(allowed_origins) == 1:
+                headers["Access-Control-Allow-Origin"] = next(iter(allowed_origins))
+            elif origin in allowed_origins:
+                headers["Access-Control-Allow-Origin"] = origin
             headers["Vary"] = "Origin"
+        headers["Access-Control-Expose-Headers"] = _EXPOSED_HEADERS
+        service.metrics.requests.labels(request.method, str(response.status_code)).inc()
         return response
 
-    wrapped = _end_response_after_request(app.asgi_app, BODY_TIMEOUT)
+    wrapped = end_response_after_request(app.asgi_app, BODY_TIMEOUT)
     app.asgi_app = wrapped  # type: ignore[method-assign]
-    return app
-
-
-def _end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIFramework:
-    """Let Hypercorn finish each exchange: hold the response's end, then shield it.
-
-    Hypercorn (trio) recycles or closes the connection inside the app's last
-    `send`, and first queues `http.disconnect` for the app; Quart-Trio's receive
-    loop sees it and cancels the task still inside that `send`. Cut short, the
-    recycling never restarts the keep-alive timer (idle connections then live
-    until the client leaves, and hold shutdown for the whole grace period), and
-    if the client was still sending a body, as after an early 400 or 413, the
-    connection is neither reused nor closed, leaking its task and socket.
-
-    So the last message waits (bounded) until the request body is in (Quart
-    keeps reading, and discards past MAX_CONTENT_LENGTH), and is then sent
-    shielded from that cancellation.
-    """
-
-    async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        if scope["type"] != "http":
-            await asgi_app(scope, receive, send)
-            return
-        request_done = trio.Event()
-
-        async def tracking_receive() -> ASGIReceiveEvent:
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                request_done.set()
-            return message
-
-        async def holding_send(message: ASGISendEvent) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                with trio.move_on_after(timeout):
-                    await request_done.wait()
-                if request_done.is_set():
-                    with trio.CancelScope(shield=True):  # see the docstring
-                        await send(message)
-                    return
-            await send(message)
-
-        await asgi_app(scope, tracking_receive, holding_send)
-
     return app
 
 

@@ -2,12 +2,53 @@
 
 from __future__ import annotations
 
+import ipaddress
+from functools import lru_cache
+
 from quart import Response, request
 
 from ..protocol.errors import BadRequest
 from ..protocol.streams import StreamMeta
 
-__all__ = ["empty_response", "meta_headers", "single_header", "text_response"]
+__all__ = [
+    "body_response",
+    "empty_response",
+    "meta_headers",
+    "public_base_url",
+    "single_header",
+    "text_response",
+]
+
+
+@lru_cache(maxsize=16)
+def _networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+
+
+def _first(value: str | None) -> str | None:
+    return value.split(",", 1)[0].strip() or None if value else None
+
+
+def public_base_url(trusted_proxies: tuple[str, ...]) -> str:
+    """`scheme://host` as the client sees this server.
+
+    X-Forwarded-Proto and X-Forwarded-Host count only when the request comes
+    from one of `trusted_proxies`; anyone else could forge them.
+    """
+    base = request.host_url.rstrip("/")
+    if not trusted_proxies or not request.remote_addr:
+        return base
+    try:
+        peer = ipaddress.ip_address(request.remote_addr)
+    except ValueError:
+        return base
+    if not any(peer in network for network in _networks(trusted_proxies)):
+        return base
+    host = _first(request.headers.get("X-Forwarded-Host"))
+    scheme = _first(request.headers.get("X-Forwarded-Proto"))
+    if host is None and scheme is None:
+        return base
+    return f"{scheme or request.scheme}://{host or request.host}"
 
 
 def single_header(name: str) -> str | None:

@@ -9,6 +9,7 @@ follows, so an append landing between the read and the wait is never missed.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import trio
@@ -88,7 +89,13 @@ def _data_response(service: StreamService, result: ReadResult, status: int = 200
     if etag_matches(request.headers.get("If-None-Match"), etag):
         del headers["Content-Type"]
         return empty_response(304, headers)
-    return body_response(status, _body(result), headers)
+    return body_response(status, _counted_body(service, result), headers)
+
+
+def _counted_body(service: StreamService, result: ReadResult) -> bytes:
+    body = _body(result)
+    service.metrics.bytes_out.inc(len(body))
+    return body
 
 
 async def _catch_up(service: StreamService, name: str, position: int | None) -> Response:
@@ -97,7 +104,7 @@ async def _catch_up(service: StreamService, name: str, position: int | None) -> 
     if position is None:  # offset=now: the tail, never cached, no ETag
         headers = _read_headers(result)
         headers["Cache-Control"] = CACHE_NO_STORE
-        return body_response(200, _body(result), headers)
+        return body_response(200, _counted_body(service, result), headers)
     return _data_response(service, result)
 
 
@@ -106,19 +113,20 @@ async def _long_poll(
 ) -> Response:
     config = service.config
     deadline = trio.current_time() + config.long_poll_timeout
-    while True:
-        with service.watchers.watch(name) as change:
-            result = await service.store.read(
-                name, position, config.max_read_bytes, service.clock()
-            )
-            position = result.start
-            if not result.pieces and not result.meta.closed and not service.watchers.closed:
-                with trio.move_on_at(deadline):
-                    await change.wait()
-                if not change.changed:
-                    break  # timed out with nothing new
-                continue
-        break
+    with service.metrics.live("long-poll"):
+        while True:
+            with service.watchers.watch(name) as change:
+                result = await service.store.read(
+                    name, position, config.max_read_bytes, service.clock()
+                )
+                position = result.start
+                if not result.pieces and not result.meta.closed and not service.watchers.closed:
+                    with trio.move_on_at(deadline):
+                        await change.wait()
+                    if not change.changed:
+                        break  # timed out with nothing new
+                    continue
+            break
     cursor = next_cursor(service.clock(), client_cursor, service.jitter())
     if result.pieces:
         response = _data_response(service, result)
@@ -162,6 +170,21 @@ async def _sse_frames(
     Nothing here yields inside a cancel scope or a watch: each wait finishes
     before the frames it led to are handed to the server.
     """
+    loop = _sse_loop(service, name, position, client_cursor, base64_encoded)
+    with service.metrics.live("sse"):
+        async with aclosing(loop):
+            async for frames in loop:
+                service.metrics.bytes_out.inc(len(frames))
+                yield frames
+
+
+async def _sse_loop(
+    service: StreamService,
+    name: str,
+    position: int | None,
+    client_cursor: str | None,
+    base64_encoded: bool,
+) -> AsyncIterator[bytes]:
     config = service.config
     deadline = trio.current_time() + config.sse_reconnect_interval
     sent_control = False

@@ -22,7 +22,7 @@ from ..protocol.paths import canonical_stream_name
 from ..protocol.json_mode import JSON_MEDIA_TYPE, flatten_json_body
 from ..protocol.producers import parse_producer_headers
 from ..protocol.streams import AppendOutcome, AppendRequest, CreateRequest
-from .common import empty_response, meta_headers, single_header
+from .common import empty_response, meta_headers, public_base_url, single_header
 
 if TYPE_CHECKING:
     from .app import StreamService
@@ -103,7 +103,8 @@ async def handle_put(service: StreamService, name: str) -> Response:
     headers = meta_headers(decision.meta)
     if decision.created:
         # From the canonical name: request.url is percent-decoded (a%2Fb would read a/b).
-        headers["Location"] = f"{request.host_url.rstrip('/')}{service.config.stream_root}/{name}"
+        base = public_base_url(service.config.trusted_proxies)
+        headers["Location"] = f"{base}{service.config.stream_root}/{name}"
         service.watchers.notify(name)
     return empty_response(201 if decision.created else 200, headers)
 
@@ -139,6 +140,9 @@ async def handle_post(service: StreamService, name: str) -> Response:
     outcome = await _append_waiting_out_gaps(service, name, append)
     if outcome.changed:
         service.watchers.notify(name)
+    if outcome.appended:
+        service.metrics.appends.inc()
+        service.metrics.bytes_in.inc(sum(len(record) for record in records))
     return _append_response(outcome, producer is not None)
 
 

@@ -8,6 +8,7 @@ group is opt-in in the suite and stays off until ds_trio has subscriptions.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def _is_protocol(title: str) -> bool:
 
 @pytest.mark.parametrize("store", ["memory", "lmdb"])
 def test_conformance(store: str, tmp_path: Path) -> None:
-    args = ["--long-poll-timeout", "500ms"]
+    args = ["--long-poll-timeout", "500ms", "--access-log"]
     if store == "lmdb":
         args += ["--data-dir", str(tmp_path / "data")]
     server = ServerProcess(*args)
@@ -41,5 +42,9 @@ def test_conformance(store: str, tmp_path: Path) -> None:
     forks = result.counts(_is_fork)
     print(f"\nconformance ({store}): {dict(protocol)} of which forks {dict(forks)}")
     assert result.failures(_is_protocol) == []
+    log = "".join(server.output)
+    answered = re.findall(r'" (\d{3}) ', log)
+    assert len(answered) > 1000, "the access log should show every request"
+    assert "500" not in answered and "Traceback" not in log
     assert protocol["passed"] >= 332 and forks["passed"] >= 82
     assert exit_code == 0

@@ -1,0 +1,59 @@
+"""Prometheus metrics for one server: a registry of its own, so that several
+servers in one process (as in the tests) never share counters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+__all__ = ["Metrics"]
+
+disable_created_metrics()  # the *_created series only add noise to every scrape
+
+
+class Metrics:
+    """The counters, gauges and histograms ds_trio exports at /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "ds_trio_requests", "HTTP requests answered", ["method", "status"], registry=registry
+        )
+        self.appends = Counter("ds_trio_appends", "Appends that stored data", registry=registry)
+        self.bytes_in = Counter("ds_trio_bytes_in", "Stream bytes appended", registry=registry)
+        self.bytes_out = Counter("ds_trio_bytes_out", "Stream bytes sent to readers", registry=registry)
+        self.live_readers = Gauge(
+            "ds_trio_live_readers", "Readers in a long-poll or SSE response", ["mode"], registry=registry
+        )
+        self.streams = Gauge("ds_trio_streams", "Streams held by the store", registry=registry)
+        self.store_bytes = Gauge("ds_trio_store_bytes", "Bytes the store occupies", registry=registry)
+        self.commit_seconds = Histogram(
+            "ds_trio_commit_seconds",
+            "Time to commit one write transaction (LMDB)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+
+    @contextmanager
+    def live(self, mode: str) -> Iterator[None]:
+        """Count a live reader (`long-poll` or `sse`) for the duration of the block."""
+        gauge = self.live_readers.labels(mode)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,79 @@
+"""Configuration: units, precedence (TOML < environment < flags) and errors
+that name the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ds_trio.__main__ import _config, _parser, main
+from ds_trio.config import Config, ConfigError, parse_duration, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("30s", 30.0), ("2m", 120.0), ("1h", 3600.0), ("1.5s", 1.5), ("7", 7.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1024", 1024), ("512KiB", 512 * 1024), ("64MiB", 64 << 20), ("2G", 2 << 30), ("10k", 10240)],
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("long_poll_timeout", "soon", "long_poll_timeout: not a duration"),
+        ("sse_reconnect_interval", "-5s", "sse_reconnect_interval: not a duration"),
+        ("max_append_bytes", "lots", "max_append_bytes: not a size"),
+        ("max_read_bytes", "0", "max_read_bytes: size must be positive"),
+        ("port", "http", "port must be an integer"),
+        ("port", "70000", "port out of range"),
+        ("store_threads", "0", "store_threads must be at least 1"),
+        ("lmdb_sync", "maybe", "lmdb_sync must be true or false"),
+        ("cache_visibility", "shared", "cache_visibility must be"),
+        ("log_level", "loud", "log_level must be one of"),
+        ("trusted_proxies", "10.0.0.0/8,somewhere", "trusted_proxies: not an address"),
+        ("stream_root", "v1/stream", "stream_root must start with '/'"),
+        ("colour", "blue", "unknown setting: colour"),
+    ],
+)
+def test_bad_values_name_the_setting(setting: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        Config().with_changes(**{setting: value})
+
+
+def test_toml_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toml = tmp_path / "ds_trio.toml"
+    toml.write_text('port = 5000\nlong_poll_timeout = "10s"\nmax_read_bytes = "2MiB"\nhost = "0.0.0.0"\n')
+    monkeypatch.setenv("DS_TRIO_LONG_POLL_TIMEOUT", "20s")
+    monkeypatch.setenv("DS_TRIO_MAX_READ_BYTES", "3MiB")
+    args = _parser().parse_args(["serve", "--config", str(toml), "--max-read-bytes", "4MiB"])
+    config = _config(args)
+    assert config.port == 5000 and config.host == "0.0.0.0"  # from the file
+    assert config.long_poll_timeout == 20.0  # the environment beats the file
+    assert config.max_read_bytes == 4 << 20  # a flag beats both
+
+
+def test_dev_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DS_TRIO_PORT", "9999")
+    assert _config(_parser().parse_args(["dev"])).port == 4437
+    assert _config(_parser().parse_args(["serve"])).port == 9999
+
+
+def test_bad_configuration_exits_2_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = [")
+    assert main(["serve", "--config", str(broken)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["dev", "--long-poll-timeout", "eventually"]) == 2
+    assert "long_poll_timeout: not a duration" in capsys.readouterr().err
