@@ -12,7 +12,7 @@ of a soft-deleted source removes that source too, up the chain.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -25,7 +25,9 @@ __all__ = [
     "DeleteAction",
     "ForkRequest",
     "check_fork_source",
+    "ForkDecision",
     "decide_delete",
+    "decide_fork",
     "expire_action",
     "fork_point",
     "match_existing_fork",
@@ -155,10 +157,41 @@ def _inherit_segments(source: StreamMeta, point: int) -> tuple[Segment, ...]:
 
 @dataclass(frozen=True, slots=True)
 class ForkDecision:
-    """A new fork, its initial records, and its source with one more fork."""
+    """A new fork, its initial records, and its source with one more fork.
+
+    `source` is None when the PUT only confirmed an existing fork.
+    """
 
     created: CreateDecision
-    source: StreamMeta
+    source: StreamMeta | None = None
+
+
+def decide_fork(
+    existing: StreamMeta | None,
+    source: StreamMeta | None,
+    request: ForkRequest,
+    *,
+    records: Callable[[StreamMeta, int], Iterable[tuple[int, bytes]]],
+    now: float,
+    new_id: str,
+) -> ForkDecision:
+    """The whole fork PUT: confirm `existing`, or validate `source` and branch it.
+
+    Args:
+        existing: what the target path holds (expired streams excluded).
+        source: the source stream, looked up only when `existing` is None.
+        records: the store's reader, `records(meta, position)`, used to find
+            JSON sub-offsets.
+
+    Raises:
+        The errors of `match_existing_fork`, `check_fork_source` and `fork_point`.
+    """
+    if existing is not None:
+        return ForkDecision(match_existing_fork(existing, request))
+    anchor = check_fork_source(source, request)
+    assert source is not None
+    point = fork_point(source, anchor, request.sub_offset, records(source, anchor))
+    return new_fork(source, request, anchor=anchor, point=point, now=now, new_id=new_id)
 
 
 def new_fork(

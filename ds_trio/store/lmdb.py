@@ -45,12 +45,9 @@ from ..protocol.errors import (
 from ..protocol.forks import (
     DeleteAction,
     ForkRequest,
-    check_fork_source,
     decide_delete,
+    decide_fork,
     expire_action,
-    fork_point,
-    match_existing_fork,
-    new_fork,
     release_fork,
 )
 from ..protocol.streams import (
@@ -498,20 +495,21 @@ class LmdbStore:
         self, txn: lmdb.Transaction, name: bytes, request: ForkRequest, now: float
     ) -> CreateDecision:
         existing = self._find(txn, name, now)
-        if existing is not None:
-            return match_existing_fork(existing, request)
         source_name = request.source.encode("utf-8")
-        source = self._find(txn, source_name, now)
-        anchor = check_fork_source(source, request)
-        assert source is not None
-        point = fork_point(source, anchor, request.sub_offset, self._records(txn, source, anchor))
-        decision = new_fork(
-            source, request, anchor=anchor, point=point, now=now, new_id=secrets.token_hex(8)
+        source = self._find(txn, source_name, now) if existing is None else None
+        decision = decide_fork(
+            existing,
+            source,
+            request,
+            records=partial(self._records, txn),
+            now=now,
+            new_id=secrets.token_hex(8),
         )
         created = decision.created
-        self._put_meta(txn, source_name, decision.source, source)
-        self._put_records(txn, created.meta, created.meta.base, created.records)
-        self._put_meta(txn, name, created.meta, None)
+        if source is not None and decision.source is not None:
+            self._put_meta(txn, source_name, decision.source, source)
+            self._put_records(txn, created.meta, created.meta.base, created.records)
+            self._put_meta(txn, name, created.meta, None)
         return created
 
     def _append_in(

@@ -17,12 +17,9 @@ from ..protocol.errors import InvalidOffset, StreamGone, StreamNotFound
 from ..protocol.forks import (
     DeleteAction,
     ForkRequest,
-    check_fork_source,
     decide_delete,
+    decide_fork,
     expire_action,
-    fork_point,
-    match_existing_fork,
-    new_fork,
     release_fork,
 )
 from ..protocol.producers import ProducerState
@@ -153,17 +150,18 @@ class MemoryStore:
 
     async def fork(self, name: str, request: ForkRequest, now: float) -> CreateDecision:
         existing = self._find(name, now)
-        if existing is not None:
-            return match_existing_fork(existing.meta, request)
-        source = self._find(request.source, now)
-        anchor = check_fork_source(source.meta if source else None, request)
-        assert source is not None
-        point = fork_point(source.meta, anchor, request.sub_offset, self._records(source.meta, anchor))
-        decision = new_fork(
-            source.meta, request, anchor=anchor, point=point, now=now, new_id=secrets.token_hex(8)
+        source = self._find(request.source, now) if existing is None else None
+        decision = decide_fork(
+            existing.meta if existing else None,
+            source.meta if source else None,
+            request,
+            records=self._records,
+            now=now,
+            new_id=secrets.token_hex(8),
         )
-        source.meta = decision.source
-        self._add(name, decision.created)
+        if source is not None and decision.source is not None:
+            source.meta = decision.source
+            self._add(name, decision.created)
         return decision.created
 
     async def append(self, name: str, request: AppendRequest, now: float) -> AppendOutcome:

@@ -107,7 +107,7 @@ async def test_sigterm_releases_live_readers_and_settles_the_write_in_flight(tmp
                 for _ in range(100):
                     nursery.start_soon(long_poll)
                     nursery.start_soon(sse)
-                while await watchers() < 200:
+                while await watchers() < 200:  # noqa: ASYNC110 - another process's state
                     await trio.sleep(0.05)
                 nursery.start_soon(write)
                 await trio.sleep(0.2)  # let the large body start flowing

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from ..conftest import RunningServer, start_server
+from .helpers import wait_for_watchers
 
 TEXT = {"Content-Type": "text/plain"}
 
@@ -54,8 +55,7 @@ async def test_metrics_show_live_readers_while_they_wait(
         async with trio.open_nursery() as readers:
             for _ in range(3):
                 readers.start_soon(poll)
-            while server.service.watchers.statistics().total < 3:
-                await trio.sleep(0.01)
+            await wait_for_watchers(server, "s", 3)
             text = (await client.get(f"{server.base_url}/metrics")).text
             assert 'ds_trio_live_readers{mode="long-poll"} 3.0' in text
             await client.post(server.url("s"), headers=TEXT, content=b"wake")
