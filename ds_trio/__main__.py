@@ -35,7 +35,7 @@ _FLAGS: Final = (
     ("--lmdb-map-size", "initial LMDB map size; it grows (default 1GiB)"),
     ("--cors-origin", "allowed origin(s), comma-separated, or * (default *)"),
     ("--trusted-proxies", "proxy addresses/networks whose X-Forwarded-* headers count"),
-    ("--shutdown-grace", "time in-flight requests get on shutdown (default 3s)"),
+    ("--shutdown-grace", "time in-flight requests get on shutdown (default 10s)"),
     ("--log-level", "debug, info, warning or error (default info)"),
 )
 

@@ -73,7 +73,7 @@ class Config:
     expiry_sweep_interval: float = 1 * SECONDS
     cache_visibility: str = "public"  # or "private", for Cache-Control on reads
     cors_origin: str = "*"
-    shutdown_grace: float = 3 * SECONDS
+    shutdown_grace: float = 10 * SECONDS
     trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-* we believe
     log_level: str = "info"
     lmdb_map_size: int = 1 * GIB  # initial map; it grows when full

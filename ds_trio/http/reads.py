@@ -220,5 +220,5 @@ async def _sse_loop(
         )
         yield frames
         sent_control = True
-        if result.at_end or trio.current_time() >= deadline:
-            return
+        if result.at_end or trio.current_time() >= deadline or service.watchers.closed:
+            return  # shutting down: end after this control event; clients resume from it
