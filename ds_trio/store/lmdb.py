@@ -17,7 +17,6 @@ Rules:
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import logging
 import os
@@ -65,6 +64,7 @@ from ..protocol.streams import (
 )
 from . import lmdb_keys as keys
 from .base import ReadResult, StoreStats
+from .lmdb_env import ResizeGate, StoreOpenError, open_env
 
 __all__ = ["FaultHook", "LmdbStore", "StorageFailure", "StoreOpenError"]
 
@@ -75,51 +75,6 @@ FaultHook = Callable[[str], None]  # called with "before_commit", "during_commit
 
 PIECE_BYTES: Final = 1024 * 1024  # byte-stream appends are stored in pieces of at most 1 MiB
 EXPIRE_BATCH: Final = 1000  # streams removed per sweep transaction at most
-_DB_NAMES: Final = (b"info", b"streams", b"data", b"producers", b"expiry")
-OWNER_LOCK: Final = "ds_trio.lock"  # flock'd by the one server that owns the dir
-
-
-class StoreOpenError(RuntimeError):
-    """The data directory cannot be used (not ours, wrong layout, unreadable)."""
-
-
-class _ResizeGate:
-    """Transactions share the map; resizing it needs them all closed."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._active = 0
-        self._resizing = False
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._resizing = True
-            while self._active:
-                self._cond.wait()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._resizing = False
-                self._cond.notify_all()
-
-
 @dataclass(eq=False)
 class _Op:
     """One write waiting for a group commit."""
@@ -128,104 +83,6 @@ class _Op:
     done: trio.Event = field(default_factory=trio.Event)
     result: Any = None
     error: BaseException | None = None
-
-
-def _check_layout(path: Path) -> None:
-    """Refuse a data.mdb that holds anything but a ds_trio store of this layout.
-
-    An empty file or an LMDB environment with nothing in it is what a first
-    start killed before its initial commit leaves behind; it is ours to use.
-    """
-    if (path / "data.mdb").stat().st_size == 0:
-        return
-    try:
-        env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=len(_DB_NAMES))
-    except lmdb.Error as exc:
-        raise StoreOpenError(f"{path} is not an LMDB data directory: {exc}") from exc
-    try:
-        if env.stat()["entries"] == 0:
-            return
-        try:
-            info = env.open_db(b"info", create=False)
-        except lmdb.Error as exc:
-            raise StoreOpenError(f"{path} holds an LMDB database that is not ds_trio's") from exc
-        with env.begin(db=info) as txn:
-            name, layout = txn.get(b"format"), txn.get(b"layout")
-        if name != keys.FORMAT_NAME:
-            raise StoreOpenError(f"{path} holds an LMDB database that is not ds_trio's")
-        if layout != keys.LAYOUT_VERSION:
-            found = layout.decode(errors="replace") if layout else "none"
-            raise StoreOpenError(
-                f"{path} uses data layout {found}; this ds_trio reads layout "
-                f"{keys.LAYOUT_VERSION.decode()}"
-            )
-    finally:
-        env.close()
-
-
-def _lock_dir(path: Path) -> int:
-    """Take the data dir's owner lock (held until the fd closes, or the process dies)."""
-    fd = os.open(path / OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise StoreOpenError(f"{path} is in use by another ds_trio server (pid {holder})") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _open_env(
-    path: Path, map_size: int, sync: bool
-) -> tuple[lmdb.Environment, dict[bytes, Any], int]:
-    if path.exists() and not path.is_dir():
-        raise StoreOpenError(f"{path} is not a directory")
-    lock_fd: int | None = None
-    if path.is_dir():
-        entries = set(os.listdir(path))
-        if OWNER_LOCK in entries:  # ours: fail fast if its owner is running
-            lock_fd = _lock_dir(path)
-        try:
-            if "data.mdb" in entries:
-                _check_layout(path)
-            elif entries - {"lock.mdb", OWNER_LOCK}:
-                raise StoreOpenError(f"{path} is not empty and is not a ds_trio data directory")
-        except BaseException:
-            if lock_fd is not None:
-                os.close(lock_fd)
-            raise
-    else:
-        path.mkdir(parents=True)
-    if lock_fd is None:
-        lock_fd = _lock_dir(path)
-    try:
-        env, dbs = _init_env(path, map_size, sync)
-    except BaseException:
-        os.close(lock_fd)
-        raise
-    return env, dbs, lock_fd
-
-
-def _init_env(path: Path, map_size: int, sync: bool) -> tuple[lmdb.Environment, dict[bytes, Any]]:
-    env = lmdb.open(
-        str(path),
-        map_size=map_size,
-        max_dbs=len(_DB_NAMES),
-        max_readers=1024,
-        sync=sync,
-        metasync=sync,
-        readahead=False,
-    )
-    # One transaction creates every database and the layout marker, so a crash
-    # during a first start leaves either a complete store or an empty one.
-    with env.begin(write=True) as txn:
-        dbs = {name: env.open_db(name, txn=txn) for name in _DB_NAMES}
-        if txn.get(b"format", db=dbs[b"info"]) is None:
-            txn.put(b"format", keys.FORMAT_NAME, db=dbs[b"info"])
-            txn.put(b"layout", keys.LAYOUT_VERSION, db=dbs[b"info"])
-    return env, dbs
 
 
 class LmdbStore:
@@ -244,7 +101,7 @@ class LmdbStore:
         self._producers = dbs[b"producers"]
         self._expiry = dbs[b"expiry"]
         self._limiter = limiter
-        self._gate = _ResizeGate()
+        self._gate = ResizeGate()
         self._pending: list[_Op] = []
         self._committing = False
         self._loop_thread = threading.get_ident()
@@ -266,7 +123,7 @@ class LmdbStore:
         """
         limiter = trio.CapacityLimiter(threads)
         env, dbs, lock_fd = await trio.to_thread.run_sync(
-            partial(_open_env, Path(path), map_size, sync), limiter=limiter
+            partial(open_env, Path(path), map_size, sync), limiter=limiter
         )
         store = cls(env, dbs, limiter)
         store._lock_fd = lock_fd
