@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import tomllib
@@ -52,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", type=Path, help="a TOML file of settings")
         for flag, flag_help in _FLAGS:
             command.add_argument(flag, help=flag_help)
-        command.add_argument("--access-log", action="store_true", default=None, help="log requests")
+        command.add_argument(
+            "--access-log", action=argparse.BooleanOptionalAction, default=None, help="log requests"
+        )
     return parser
 
 
@@ -76,15 +79,37 @@ async def _run(config: Config) -> int:
         print(f"ds-trio: cannot use the data dir: {exc}", file=sys.stderr)
         return 2
     async with trio.open_nursery() as nursery:
-        service = await nursery.start(
-            partial(serve, config, store=store, shutdown_trigger=wait_for_signal)
-        )
+        try:
+            service = await nursery.start(
+                partial(serve, config, store=store, shutdown_trigger=wait_for_signal)
+            )
+        except (OSError, BaseExceptionGroup) as exc:
+            failure = _bind_failure(exc)
+            if failure is None:
+                raise
+            where = f"{config.host}:{config.port}"
+            reason = failure.strerror or str(failure)
+            hint = "try --port 0" if failure.errno == errno.EADDRINUSE else "check --host"
+            print(f"ds-trio: cannot listen on {where}: {reason} ({hint})", file=sys.stderr)
+            return 2
         for url in service.bound_urls:
             host_port = url.split("://", 1)[1]
             print(f"ds_trio {__version__}: streams at http://{host_port}{config.stream_root}/", flush=True)
         where = "memory (data is lost on exit)" if config.data_dir is None else str(config.data_dir)
         print(f"store: {where}; Ctrl-C to stop", flush=True)
     return 0
+
+
+def _bind_failure(exc: BaseException) -> OSError | None:
+    """The OSError that stopped the server from listening, if that is what happened."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        matched, _ = exc.split(OSError)
+        while isinstance(matched, BaseExceptionGroup):
+            matched = matched.exceptions[0]
+        return matched
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 from quart import Response, request
 
-from ..protocol.errors import BadRequest, SeqGap
+from ..protocol.errors import BadRequest, InvalidOffset, SeqGap
 from ..protocol.forks import ForkRequest, parse_sub_offset
 from ..protocol.headers import (
     ExpiresAt,
@@ -57,7 +57,10 @@ def _fork_request(
     raw_offset = single_header("Stream-Fork-Offset")
     anchor = None
     if raw_offset is not None:
-        start = parse_read_offset(raw_offset.strip())
+        try:
+            start = parse_read_offset(raw_offset.strip())
+        except InvalidOffset as exc:
+            raise InvalidOffset("malformed Stream-Fork-Offset") from exc
         anchor = None if start.offset is None else start.offset.position
     return ForkRequest(
         source=canonical_stream_name(source_path[len(prefix) :]),

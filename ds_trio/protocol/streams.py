@@ -284,7 +284,7 @@ def decide_append(
         new_state = verdict.state
     if request.stream_seq is not None:
         if meta.last_stream_seq is not None and request.stream_seq <= meta.last_stream_seq:
-            raise SeqConflict("Stream-Seq must increase on the last one")
+            raise SeqConflict("Stream-Seq must be greater than the last one")
     positions: list[int] = []
     tail = meta.tail
     for record in request.records:

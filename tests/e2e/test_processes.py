@@ -149,3 +149,21 @@ async def _release_under_sigterm(
                 server.process.send_signal(signal.SIGTERM)
                 return await trio.to_thread.run_sync(server.process.wait, 30)
     raise AssertionError("unreachable")
+
+
+def test_a_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "ds_trio", "dev", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use (try --port 0)" in result.stderr
+    assert "Traceback" not in result.stderr
