@@ -30,11 +30,11 @@ NOW = time.time()
 CHUNK = 4 * 1024 * 1024
 
 
-async def fill(store: Store, name: str, total: int) -> None:
+async def fill(store: Store, name: str, total: int, chunk: int = CHUNK) -> None:
     await store.create(name, CreateRequest(OCTET, OCTET), NOW)
-    block = b"z" * CHUNK
-    for done in range(0, total, CHUNK):
-        await store.append(name, AppendRequest(OCTET, (block[: min(CHUNK, total - done)],)), NOW)
+    block = b"z" * chunk
+    for done in range(0, total, chunk):
+        await store.append(name, AppendRequest(OCTET, (block[: min(chunk, total - done)],)), NOW)
 
 
 async def time_fork(store: Store, source: str, target: str) -> float:
@@ -68,7 +68,7 @@ async def bench(store: Store, label: str, source_mib: int, depth: int) -> None:
     for level in range(1, depth + 1):
         await store.fork(f"level{level}", ForkRequest(source=f"level{level - 1}"), NOW)
         await store.append(f"level{level}", AppendRequest(OCTET, (b"q" * level_bytes,)), NOW)
-    await fill(store, "plain", (depth + 1) * level_bytes)
+    await fill(store, "plain", (depth + 1) * level_bytes, chunk=level_bytes)  # same appends
     chain_bytes, chain_s = await read_all(store, f"level{depth}")
     plain_bytes, plain_s = await read_all(store, "plain")
     assert chain_bytes == plain_bytes
