@@ -61,10 +61,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace) -> Config:
     """TOML file, then (for `serve`) environment, then flags: later ones win."""
-    try:
-        config = Config.from_toml(args.config) if args.config else Config()
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {args.config}: {exc}") from exc
+    settings: dict[str, object] = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as handle:
+                settings = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {args.config}: {exc}") from exc
+    if args.command == "dev":  # development: webhooks may call back to this machine over http
+        settings.setdefault("webhook_allow_http_loopback", True)
+    config = Config.from_mapping(settings)
     if args.command == "serve":
         config = config.with_changes(**env_settings())
     names = [flag[2:].replace("-", "_") for flag, _ in _FLAGS] + ["access_log"]

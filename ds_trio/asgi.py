@@ -20,6 +20,7 @@ from .config import Config, env_settings
 from .http import StreamService, create_app
 from .live import StreamWatchers
 from .protocol.errors import StorageFailure
+from .http.subscriptions import build_manager
 from .server import observe_commits, open_store, sweep_expired
 
 __all__ = ["app", "create_asgi_app"]
@@ -53,7 +54,10 @@ def create_asgi_app(config: Config | None = None) -> QuartTrio:
     async def open_the_store() -> None:
         service.store = await open_store(config)
         observe_commits(service)
+        service.subscriptions = build_manager(service)
+        await service.subscriptions.load()
         application.nursery.start_soon(sweep_expired, service)
+        await application.nursery.start(service.subscriptions.run)
 
     @application.after_serving
     async def close_the_store() -> None:

@@ -80,6 +80,11 @@ class Config:
     lmdb_sync: bool = True  # fsync on commit; False trades durability for speed
     store_threads: int = 8  # worker threads for LMDB calls
     access_log: bool = False
+    webhook_timeout: float = 10 * SECONDS  # one webhook POST, connect to reply
+    webhook_concurrency: int = 16  # webhook POSTs in flight at most
+    webhook_retry_base: float = 1 * SECONDS  # first retry delay; doubles per failure
+    webhook_retry_max: float = 60 * SECONDS
+    webhook_allow_http_loopback: bool = False  # http://localhost, 127.0.0.x; on in `dev`
 
     def __post_init__(self) -> None:
         if not self.stream_root.startswith("/") or self.stream_root.endswith("/"):
@@ -90,6 +95,8 @@ class Config:
             raise ConfigError(f"port out of range: {self.port}")
         if self.store_threads < 1:
             raise ConfigError("store_threads must be at least 1")
+        if self.webhook_concurrency < 1:
+            raise ConfigError("webhook_concurrency must be at least 1")
         if self.log_level not in _LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
         for proxy in self.trusted_proxies:
@@ -147,12 +154,15 @@ _DURATIONS: Final = {
     "producer_gap_wait",
     "expiry_sweep_interval",
     "shutdown_grace",
+    "webhook_timeout",
+    "webhook_retry_base",
+    "webhook_retry_max",
 }
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _LISTS: Final = {"trusted_proxies"}
 _SIZES: Final = {"max_append_bytes", "max_read_bytes", "lmdb_map_size"}
-_INTS: Final = {"port", "store_threads"}
-_BOOLS: Final = {"lmdb_sync", "access_log"}
+_INTS: Final = {"port", "store_threads", "webhook_concurrency"}
+_BOOLS: Final = {"lmdb_sync", "access_log", "webhook_allow_http_loopback"}
 
 
 def _coerce(name: str, raw: Any) -> Any:

@@ -11,6 +11,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from .config import Config
 from .http import StreamService, create_app
+from .http.subscriptions import build_manager, notify_delete
 from .live import StreamWatchers
 from .store import MemoryStore, Store
 from .store.lmdb import LmdbStore
@@ -67,6 +68,7 @@ async def sweep_expired(service: StreamService) -> None:
         await trio.sleep(service.config.expiry_sweep_interval)
         for name in await service.store.expire(service.clock()):
             service.watchers.notify(name)
+            await notify_delete(service, name)
 
 
 async def serve(
@@ -84,6 +86,8 @@ async def serve(
     """
     service = StreamService(config, store or await open_store(config), StreamWatchers())
     observe_commits(service)
+    service.subscriptions = build_manager(service)
+    await service.subscriptions.load()
     app = create_app(service)
 
     async def trigger() -> None:
@@ -99,11 +103,12 @@ async def serve(
     ) -> None:
         hyper = _hypercorn_config(config)
         await hypercorn_serve(app, hyper, shutdown_trigger=trigger, task_status=task_status)
-        nursery.cancel_scope.cancel()  # the sweeper ends with the server
+        nursery.cancel_scope.cancel()  # the sweepers and deliveries end with the server
 
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sweep_expired, service)
+            await nursery.start(service.subscriptions.run)  # webhook deliveries live here
             service.bound_urls = list(await nursery.start(run_hypercorn, nursery))
             task_status.started(service)
     finally:

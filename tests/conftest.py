@@ -40,7 +40,9 @@ class RunningServer:
 
 async def start_server(nursery: trio.Nursery, **settings: object) -> RunningServer:
     """Start a server on an ephemeral loopback port with `settings` applied."""
-    config = Config(port=0, long_poll_timeout=TEST_LONG_POLL_TIMEOUT).with_changes(**settings)
+    config = Config(
+        port=0, long_poll_timeout=TEST_LONG_POLL_TIMEOUT, webhook_allow_http_loopback=True
+    ).with_changes(**settings)
     stop = trio.Event()
     service: StreamService = await nursery.start(partial(serve, config, shutdown_trigger=stop.wait))
     return RunningServer(service, service.bound_urls[0], stop)

@@ -77,3 +77,9 @@ def test_bad_configuration_exits_2_with_a_message(
     assert "cannot read" in capsys.readouterr().err
     assert main(["dev", "--long-poll-timeout", "eventually"]) == 2
     assert "long_poll_timeout: not a duration" in capsys.readouterr().err
+
+
+def test_http_webhooks_to_this_machine_only_in_dev() -> None:
+    assert _config(_parser().parse_args(["dev"])).webhook_allow_http_loopback is True
+    assert _config(_parser().parse_args(["serve"])).webhook_allow_http_loopback is False
+    assert Config().webhook_allow_http_loopback is False

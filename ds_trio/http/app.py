@@ -23,7 +23,8 @@ from ..protocol.errors import BadRequest, MethodNotAllowed, ProtocolError, Strea
 from ..protocol.paths import RESERVED_PREFIX, canonical_stream_name
 from ..store.base import Store
 from ..metrics import Metrics
-from . import ops, reads, streams
+from ..subscriptions import SubscriptionManager
+from . import ops, reads, streams, subscriptions
 from .common import text_response
 from .exchange import end_response_after_request
 
@@ -86,6 +87,7 @@ class StreamService:
     jitter: Callable[[], int] = field(default=_jitter)  # cursor jitter, 1..3600 s
     metrics: Metrics = field(default_factory=Metrics)
     bound_urls: list[str] = field(default_factory=list)  # set once the server listens
+    subscriptions: SubscriptionManager | None = None  # None: the __ds APIs answer 404
 
     def stream_name(self) -> str:
         """The canonical stream name of the current request.
@@ -144,6 +146,7 @@ def create_app(service: StreamService) -> QuartTrio:
         return await handler(service, service.stream_name())
 
     root = config.stream_root
+    subscriptions.add_routes(app, service)  # the more specific rule wins over <path:name>
     app.add_url_rule(f"{root}/<path:name>", "stream", stream_route, methods=_ROUTED_METHODS)
 
     ops.add_routes(app, service)

@@ -23,6 +23,7 @@ from ..protocol.json_mode import JSON_MEDIA_TYPE, flatten_json_body
 from ..protocol.producers import parse_producer_headers
 from ..protocol.streams import AppendOutcome, AppendRequest, CreateRequest
 from .common import empty_response, meta_headers, public_base_url, single_header
+from .subscriptions import notify_append, notify_delete
 
 if TYPE_CHECKING:
     from .app import StreamService
@@ -109,6 +110,8 @@ async def handle_put(service: StreamService, name: str) -> Response:
         base = public_base_url(service.config.trusted_proxies)
         headers["Location"] = f"{base}{service.config.stream_root}/{name}"
         service.watchers.notify(name)
+        if decision.meta.tail > 0:
+            await notify_append(service, name)
     return empty_response(201 if decision.created else 200, headers)
 
 
@@ -144,6 +147,7 @@ async def handle_post(service: StreamService, name: str) -> Response:
     if outcome.changed:
         service.watchers.notify(name)
     if outcome.appended:
+        await notify_append(service, name)
         service.metrics.appends.inc()
         service.metrics.bytes_in.inc(sum(len(record) for record in records))
     return _append_response(outcome, producer is not None)
@@ -186,4 +190,5 @@ async def handle_delete(service: StreamService, name: str) -> Response:
     """Delete the stream and release its live readers (spec 5.4)."""
     await service.store.delete(name, service.clock())
     service.watchers.notify(name)
+    await notify_delete(service, name)
     return empty_response(204, {})

@@ -116,6 +116,25 @@ class Store(Protocol):
         """How much the store holds."""
         ...
 
+    async def stream_names(self, now: float) -> list[str]:
+        """The names of every live (not expired, not soft-deleted) stream."""
+        ...
+
+    async def load_subscriptions(self) -> dict[str, bytes]:
+        """Every saved subscription record, by id."""
+        ...
+
+    async def save_subscription(self, sub_id: str, record: bytes | None) -> None:
+        """Save a subscription record (None deletes it) in one commit.
+
+        Saves are applied in the order they were called: the write is queued
+        before the call's first checkpoint.
+
+        Raises:
+            StorageFailure, StorageFull: nothing was saved.
+        """
+        ...
+
     async def check_writable(self) -> None:
         """Prove a write can commit now (for readiness probes).
 

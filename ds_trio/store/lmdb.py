@@ -100,6 +100,7 @@ class LmdbStore:
         self._data = dbs[b"data"]
         self._producers = dbs[b"producers"]
         self._expiry = dbs[b"expiry"]
+        self._subscriptions = dbs[b"subscriptions"]
         self._limiter = limiter
         self._gate = ResizeGate()
         self._pending: list[_Op] = []
@@ -461,6 +462,23 @@ class LmdbStore:
         info, stat = self._env.info(), self._env.stat()
         return StoreStats(streams, (info["last_pgno"] + 1) * stat["psize"])
 
+    def _names_in(self, now: float) -> list[str]:
+        with self._reading() as txn:
+            names = [bytes(key) for key in txn.cursor(db=self._streams).iternext(values=False)]
+            metas = [(n, self._load(txn, n)) for n in names]
+        return [n.decode() for n, m in metas if m and not m.soft_deleted and not is_expired(m, now)]
+
+    def _load_subs_in(self) -> dict[str, bytes]:
+        with self._reading() as txn:
+            cursor = txn.cursor(db=self._subscriptions)
+            return {bytes(k).decode(): bytes(v) for k, v in cursor.iternext()}
+
+    def _save_sub_in(self, txn: lmdb.Transaction, key: bytes, record: bytes | None) -> None:
+        if record is None:
+            txn.delete(key, db=self._subscriptions)
+        else:
+            txn.put(key, record, db=self._subscriptions)
+
     def _probe_in(self, txn: lmdb.Transaction) -> None:
         txn.put(b"probe", b"ok", db=self._info)
 
@@ -495,6 +513,15 @@ class LmdbStore:
 
     async def stats(self) -> StoreStats:
         return await self._in_thread(self._stats_in)
+
+    async def stream_names(self, now: float) -> list[str]:
+        return await self._in_thread(partial(self._names_in, now))
+
+    async def load_subscriptions(self) -> dict[str, bytes]:
+        return await self._in_thread(self._load_subs_in)
+
+    async def save_subscription(self, sub_id: str, record: bytes | None) -> None:
+        await self._write(partial(self._save_sub_in, key=sub_id.encode(), record=record))
 
     async def check_writable(self) -> None:
         await self._write(self._probe_in)

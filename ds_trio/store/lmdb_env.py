@@ -22,7 +22,7 @@ from . import lmdb_keys as keys
 
 __all__ = ["DB_NAMES", "OWNER_LOCK", "ResizeGate", "StoreOpenError", "open_env"]
 
-DB_NAMES: Final = (b"info", b"streams", b"data", b"producers", b"expiry")
+DB_NAMES: Final = (b"info", b"streams", b"data", b"producers", b"expiry", b"subscriptions")
 OWNER_LOCK: Final = "ds_trio.lock"  # flock'd by the one server that owns the dir
 
 

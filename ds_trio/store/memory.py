@@ -69,6 +69,7 @@ class MemoryStore:
         self._by_id: dict[str, _Stream] = {}  # the same, by stream id
         self._deadlines: list[tuple[float, str, str]] = []  # (deadline, name, stream_id)
         self._bytes = 0  # record bytes held, for stats
+        self._subscriptions: dict[str, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -215,6 +216,18 @@ class MemoryStore:
 
     async def stats(self) -> StoreStats:
         return StoreStats(len(self._streams), self._bytes)
+
+    async def stream_names(self, now: float) -> list[str]:
+        return [name for name in list(self._streams) if (s := self._find(name, now)) and not s.meta.soft_deleted]
+
+    async def load_subscriptions(self) -> dict[str, bytes]:
+        return dict(self._subscriptions)
+
+    async def save_subscription(self, sub_id: str, record: bytes | None) -> None:
+        if record is None:
+            self._subscriptions.pop(sub_id, None)
+        else:
+            self._subscriptions[sub_id] = record
 
     async def check_writable(self) -> None:
         return None  # memory is always writable

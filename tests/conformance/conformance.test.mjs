@@ -10,4 +10,5 @@ if (!baseUrl) {
 runConformanceTests({
   baseUrl,
   longPollTimeoutMs: Number(process.env.DS_TRIO_LONG_POLL_TIMEOUT_MS ?? "500"),
+  subscriptions: true,
 })

@@ -2,8 +2,9 @@
 pinned in tests/conformance/package-lock.json) against a real ds_trio process.
 
 The server runs with a 500 ms long-poll timeout, as the upstream servers do
-under this suite. Every case must pass, forks included; the subscription
-group is opt-in in the suite and stays off until ds_trio has subscriptions.
+under this suite. Every case must pass against both stores: 338 of 338,
+forks included, and the opt-in subscription group (enabled with
+`subscriptions: true` in conformance.test.mjs) with its 6 cases.
 """
 
 from __future__ import annotations
@@ -40,11 +41,17 @@ def test_conformance(store: str, tmp_path: Path) -> None:
         exit_code = server.stop()
     protocol = result.counts(_is_protocol)
     forks = result.counts(_is_fork)
-    print(f"\nconformance ({store}): {dict(protocol)} of which forks {dict(forks)}")
-    assert result.failures(_is_protocol) == []
+    subscriptions = result.counts(_is_subscription)
+    print(
+        f"\nconformance ({store}): {dict(protocol)} of which forks {dict(forks)};"
+        f" subscriptions {dict(subscriptions)}"
+    )
+    assert result.failures() == []
     log = "".join(server.output)
     answered = re.findall(r'" (\d{3}) ', log)
     assert len(answered) > 1000, "the access log should show every request"
     assert "500" not in answered and "Traceback" not in log
     assert protocol["passed"] >= 332 and forks["passed"] >= 82
+    assert subscriptions["passed"] == 6
+    assert result.counts()["passed"] == 338
     assert exit_code == 0

@@ -1,0 +1,221 @@
+"""The reserved `__ds` routes (spec 6, 7): subscriptions, worker actions, the JWKS.
+
+Paths are parsed from the raw request path: the subscription id is the
+percent-decoded segment after `subscriptions/`; a membership path after
+`streams/` is percent-decoded once (`manual%2Fb` names `manual/b`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote, unquote
+
+from quart import Response, request
+
+from ..protocol.errors import MethodNotAllowed, ProtocolError, StreamGone, StreamNotFound
+from ..protocol.json_mode import JSON_MEDIA_TYPE
+from ..protocol.paths import RESERVED_PREFIX, canonical_stream_name
+from ..protocol.streams import AppendRequest
+from ..subscriptions import DeliverySettings, Signer, SubscriptionManager, load_or_create_key
+from ..subscriptions.codec import public_view, stream_views
+from ..subscriptions.errors import InvalidSubscriptionRequest, SubscriptionError
+from .common import public_base_url
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+    from .app import StreamService
+
+__all__ = ["add_routes", "body_path", "build_manager", "notify_append", "notify_delete"]
+
+log = logging.getLogger("ds_trio.subscriptions")
+
+JWKS_MEDIA_TYPE: Final = "application/jwk-set+json"
+JWKS_CACHE: Final = "public, max-age=300"
+
+
+def body_path(path: str) -> str:
+    """The canonical stream name of a root-relative path given in a JSON body."""
+    return canonical_stream_name("/".join(quote(segment, safe="") for segment in path.split("/")))
+
+
+class StoreHost:
+    """The manager's view of the server: the store, the watchers, the hooks."""
+
+    def __init__(self, service: StreamService) -> None:
+        self._service = service
+
+    async def tail_offset(self, path: str) -> str | None:
+        try:
+            meta = await self._service.store.head(path, self._service.clock())
+        except (StreamNotFound, StreamGone):
+            return None
+        return meta.tail_offset
+
+    async def stream_names(self) -> list[str]:
+        return await self._service.store.stream_names(self._service.clock())
+
+    async def append_wake(self, path: str, message: bytes) -> None:
+        service = self._service
+        try:
+            outcome = await service.store.append(
+                path, AppendRequest(JSON_MEDIA_TYPE, (message,)), service.clock()
+            )
+        except ProtocolError as exc:
+            log.warning("cannot write a wake event to %s: %s", path, exc.message)
+            return
+        if outcome.changed:
+            service.watchers.notify(path)
+        await notify_append(service, path)
+
+    async def load_subscriptions(self) -> dict[str, bytes]:
+        return await self._service.store.load_subscriptions()
+
+    async def save_subscription(self, sub_id: str, record: bytes | None) -> None:
+        await self._service.store.save_subscription(sub_id, record)
+
+
+def build_manager(service: StreamService) -> SubscriptionManager:
+    """The subscription manager for `service`, with the data dir's signing key."""
+    config = service.config
+    settings = DeliverySettings(
+        stream_root=config.stream_root,
+        timeout=config.webhook_timeout,
+        concurrency=config.webhook_concurrency,
+        retry_base=config.webhook_retry_base,
+        retry_max=config.webhook_retry_max,
+        allow_http_loopback=config.webhook_allow_http_loopback,
+    )
+    signer = Signer(load_or_create_key(config.data_dir))
+    return SubscriptionManager(StoreHost(service), signer, settings, body_path, clock=service.clock)
+
+
+async def notify_append(service: StreamService, name: str) -> None:
+    """Tell the subscriptions that `name` has new data (never fails the caller)."""
+    if service.subscriptions is not None:
+        try:
+            await service.subscriptions.on_append(name)
+        except ProtocolError as exc:
+            log.warning("subscriptions missed an append to %s: %s", name, exc.message)
+
+
+async def notify_delete(service: StreamService, name: str) -> None:
+    """Tell the subscriptions that `name` is gone."""
+    if service.subscriptions is not None:
+        try:
+            await service.subscriptions.on_delete(name)
+        except ProtocolError as exc:
+            log.warning("subscriptions missed the deletion of %s: %s", name, exc.message)
+
+
+def _json(status: int, body: Any) -> Response:
+    response = Response(json.dumps(body), status=status)
+    response.headers["Content-Type"] = "application/json"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _no_content() -> Response:
+    response = Response(b"", status=204)
+    del response.headers["Content-Type"]
+    return response
+
+
+async def _body() -> Any:
+    raw = await request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidSubscriptionRequest("body must be JSON") from None
+
+
+def _bearer() -> str | None:
+    value = request.headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _allow(*methods: str) -> None:
+    if request.method not in methods:
+        raise MethodNotAllowed(f"method {request.method} is not allowed", {"Allow": ", ".join(methods)})
+
+
+async def _subscription_route(service: StreamService, sub_id: str, rest: list[str]) -> Response:
+    manager = service.subscriptions
+    assert manager is not None
+    root = service.config.stream_root
+    if not rest:
+        _allow("GET", "PUT", "DELETE")
+        if request.method == "DELETE":
+            await manager.delete(sub_id)
+            return _no_content()
+        if request.method == "GET":
+            return _json(200, public_view(manager.get(sub_id), manager.signer.kid, root))
+        body = await _body()
+        created, sub = await manager.put(sub_id, body, public_base_url(service.config.trusted_proxies))
+        return _json(201 if created else 200, public_view(sub, manager.signer.kid, root))
+    action = rest[0]
+    if action == "streams":
+        if len(rest) == 1:
+            _allow("POST")
+            body = await _body()
+            await manager.add_streams(sub_id, body.get("streams") if isinstance(body, dict) else None)
+        else:
+            _allow("DELETE")
+            await manager.remove_stream(sub_id, unquote("/".join(rest[1:])))
+        return _no_content()
+    if len(rest) != 1 or action not in ("callback", "claim", "ack", "release"):
+        raise StreamNotFound("no such subscription API")
+    _allow("POST")
+    body = await _body()
+    if action == "claim":
+        sub, token = await manager.claim(sub_id, body.get("worker") if isinstance(body, dict) else None)
+        assert sub.wake is not None
+        return _json(
+            200,
+            {
+                "wake_id": sub.wake.wake_id,
+                "generation": sub.generation,
+                "token": token,
+                "streams": stream_views(sub, dict(sub.wake.snapshot)),
+                "lease_ttl_ms": sub.config.lease_ttl_ms,
+            },
+        )
+    if action == "release":
+        await manager.release(sub_id, _bearer(), body)
+        return _no_content()
+    kind = "webhook" if action == "callback" else "pull-wake"
+    next_wake = await manager.acknowledge(sub_id, _bearer(), body, kind)
+    return _json(200, {"ok": True, "next_wake": next_wake})
+
+
+def add_routes(app: QuartTrio, service: StreamService) -> None:
+    """Route `<stream_root>/__ds/...` ahead of the stream routes."""
+    prefix = f"{service.config.stream_root}/{RESERVED_PREFIX}/"
+
+    async def reserved_route(rest: str = "") -> Response:
+        raw_path = request.scope.get("raw_path") or request.path.encode()
+        path = raw_path.decode("latin-1").split("?", 1)[0]
+        tail = path[len(prefix) :] if path.startswith(prefix) else ""
+        if tail == "jwks.json" and service.subscriptions is not None:
+            _allow("GET", "HEAD")
+            response = Response(json.dumps(service.subscriptions.signer.jwks()), status=200)
+            response.headers["Content-Type"] = JWKS_MEDIA_TYPE
+            response.headers["Cache-Control"] = JWKS_CACHE
+            return response
+        parts = tail.split("/")
+        if parts[0] != "subscriptions" or len(parts) < 2 or not parts[1] or service.subscriptions is None:
+            raise StreamNotFound(f"{RESERVED_PREFIX}/ is reserved for server APIs")
+        return await _subscription_route(service, unquote(parts[1]), parts[2:])
+
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
+    app.add_url_rule(f"{prefix}<path:rest>", "reserved", reserved_route, methods=methods)
+
+    @app.errorhandler(SubscriptionError)
+    async def subscription_error(error: SubscriptionError) -> Response:
+        response = Response(error.json_body(), status=error.status)
+        response.headers["Content-Type"] = "application/json"
+        response.headers["Cache-Control"] = "no-store"
+        return response
