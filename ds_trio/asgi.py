@@ -39,7 +39,7 @@ class _StoreNotOpen:
 def config_from_environment() -> Config:
     """`DS_TRIO_CONFIG` (a TOML file), overridden by the other `DS_TRIO_*` variables."""
     settings = env_settings()
-    path = settings.pop("config", None) or os.environ.get("DS_TRIO_CONFIG")
+    path = os.environ.get("DS_TRIO_CONFIG")
     base = Config.from_toml(path) if path else Config()
     return base.with_changes(**settings)
 

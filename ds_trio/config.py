@@ -143,9 +143,15 @@ ENV_PREFIX: Final = "DS_TRIO_"
 
 
 def env_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The settings given as `DS_TRIO_<NAME>` environment variables."""
+    """The settings given as `DS_TRIO_<NAME>` environment variables.
+
+    Only names of settings count: other `DS_TRIO_*` variables (the Caddyfile's
+    DS_TRIO_DOMAIN, scripts' DS_TRIO_VENV) belong to other tools.
+    """
     environ = os.environ if environ is None else environ
-    return {k[len(ENV_PREFIX) :].lower(): v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+    known = {f.name for f in fields(Config)}
+    picked = {k[len(ENV_PREFIX) :].lower(): v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+    return {name: value for name, value in picked.items() if name in known}
 
 
 _DURATIONS: Final = {

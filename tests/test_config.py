@@ -83,3 +83,8 @@ def test_http_webhooks_to_this_machine_only_in_dev() -> None:
     assert _config(_parser().parse_args(["dev"])).webhook_allow_http_loopback is True
     assert _config(_parser().parse_args(["serve"])).webhook_allow_http_loopback is False
     assert Config().webhook_allow_http_loopback is False
+
+
+def test_other_tools_ds_trio_variables_are_not_settings() -> None:
+    environ = {"DS_TRIO_PORT": "5000", "DS_TRIO_DOMAIN": "example.com", "DS_TRIO_VENV": "/v"}
+    assert Config.from_env(environ).port == 5000
