@@ -57,7 +57,7 @@ class StoreHost:
     async def stream_names(self) -> list[str]:
         return await self._service.store.stream_names(self._service.clock())
 
-    async def append_wake(self, path: str, message: bytes) -> None:
+    async def append_wake(self, path: str, message: bytes) -> bool:
         service = self._service
         try:
             outcome = await service.store.append(
@@ -65,10 +65,11 @@ class StoreHost:
             )
         except ProtocolError as exc:
             log.warning("cannot write a wake event to %s: %s", path, exc.message)
-            return
+            return False
         if outcome.changed:
             service.watchers.notify(path)
         await notify_append(service, path)
+        return True
 
     async def load_subscriptions(self) -> dict[str, bytes]:
         return await self._service.store.load_subscriptions()

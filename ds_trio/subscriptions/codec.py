@@ -36,6 +36,7 @@ def encode_record(sub: Subscription) -> bytes:
             },
             "attempts": sub.attempts,
             "next_attempt_at": sub.next_attempt_at,
+            "removed": list(sub.removed),
         },
         separators=(",", ":"),
     ).encode()
@@ -72,6 +73,7 @@ def decode_record(raw: bytes) -> Subscription:
         wake,
         data["attempts"],
         data["next_attempt_at"],
+        tuple(data.get("removed", ())),  # absent in records written before it existed
     )
 
 

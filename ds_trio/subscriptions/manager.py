@@ -61,8 +61,8 @@ class SubscriptionHost(Protocol):
         """Every live stream, for backfilling a new pattern."""
         ...
 
-    async def append_wake(self, path: str, message: bytes) -> None:
-        """Append one JSON wake event to a wake stream (log and drop on failure)."""
+    async def append_wake(self, path: str, message: bytes) -> bool:
+        """Append one JSON wake event to a wake stream; False (logged) if it failed."""
         ...
 
     async def load_subscriptions(self) -> dict[str, bytes]:
@@ -118,12 +118,29 @@ class SubscriptionManager:
     # -- lifecycle ------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Read the saved subscriptions (before `run`)."""
+        """Read the saved subscriptions and repair what a crash left (before `run`).
+
+        A kill can land between two commits of one change; start-up finishes it:
+        - a matching stream created or appended to, but not yet linked, is
+          linked from its start (`Subscription.reconcile`), and the repaired
+          records are committed before the server answers anything;
+        - a pull wake issued but whose wake event was never appended gets its
+          event (re)written as soon as `run` starts (`_write_wake_event`).
+        """
         for sub_id, raw in (await self._host.load_subscriptions()).items():
             try:
                 self._subs[sub_id] = decode_record(raw)
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("skipping damaged subscription record %s: %r", sub_id, exc)
+        if any(sub.config.pattern is not None for sub in self._subs.values()):
+            names = await self._host.stream_names()
+            for sub in list(self._subs.values()):
+                repaired = sub.reconcile(names)
+                if repaired is not sub:
+                    added = sorted({l.path for l in repaired.links} - {l.path for l in sub.links})
+                    log.info("subscription %s: linked %d unlinked matching streams: %s",
+                             sub.sub_id, len(added), added[:10])
+                    await self._commit(repaired)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver and sweep until cancelled."""
@@ -131,7 +148,11 @@ class SubscriptionManager:
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
             async with trio.open_nursery() as nursery:
                 self._client, self._nursery = client, nursery
-                for sub_id in list(self._subs):
+                for sub_id, sub in list(self._subs.items()):
+                    wake = sub.wake
+                    if sub.config.kind == "pull-wake" and wake is not None and wake.holder is None:
+                        # Issued but perhaps never announced (killed before the append).
+                        nursery.start_soon(self._write_wake_event, sub_id, None)
                     nursery.start_soon(self._evaluate, sub_id, None)
                 task_status.started()
                 await self._sweep()
@@ -249,15 +270,55 @@ class SubscriptionManager:
         if sub.config.kind == "webhook":
             self._poke.set()
             return
-        assert sub.config.wake_stream is not None
-        event = {
-            "type": "wake",
-            "subscription_id": sub.sub_id,
-            "stream": trigger if trigger in pending else pending[0],
-            "generation": sub.generation,
-            "ts": int(self._clock() * 1000),
-        }
-        await self._host.append_wake(sub.config.wake_stream, json.dumps(event).encode())
+        await self._write_wake_event(sub_id, trigger if trigger in pending else pending[0])
+
+    async def _write_wake_event(self, sub_id: str, stream: str | None) -> None:
+        """Append the wake event of the current unclaimed pull wake, retrying until written.
+
+        The wake is committed before its event is appended, so a kill or a failed
+        append in between would leave a wake nobody hears of; `run` calls this
+        at start-up for every unclaimed pull wake, and a failed append is retried
+        with capped backoff for as long as that wake is still in flight and
+        unclaimed. Writing an event twice (a restart after the append committed)
+        is harmless: events only announce work, and a claim is fenced by the
+        wake id and generation, so a duplicate at most makes a worker try a
+        claim that gets ALREADY_CLAIMED or NO_PENDING_WORK.
+        """
+        sub = self._subs.get(sub_id)
+        if sub is None or sub.wake is None:
+            return
+        incarnation, generation, wake_id = sub.incarnation, sub.generation, sub.wake.wake_id
+        attempt = 0
+        while True:
+            sub = self._subs.get(sub_id)
+            wake = None if sub is None else sub.wake
+            if (
+                sub is None
+                or wake is None
+                or sub.incarnation != incarnation
+                or sub.generation != generation
+                or wake.wake_id != wake_id
+                or wake.holder is not None
+            ):
+                return  # superseded, ended or claimed: no announcement needed
+            assert sub.config.wake_stream is not None
+            if stream is None:
+                snapshot = dict(wake.snapshot)
+                pending = [l.path for l in sub.links if snapshot.get(l.path, l.acked) > l.acked]
+                stream = pending[0] if pending else (sub.links[0].path if sub.links else None)
+            event = {
+                "type": "wake",
+                "subscription_id": sub.sub_id,
+                "stream": stream,
+                "generation": generation,
+                "ts": int(self._clock() * 1000),
+            }
+            if await self._host.append_wake(sub.config.wake_stream, json.dumps(event).encode()):
+                return
+            attempt += 1
+            delay = backoff_delay(attempt, self.settings.retry_base, self.settings.retry_max, self._rand())
+            log.warning("retrying the wake event of %s in %.1fs (attempt %d)", sub_id, delay, attempt)
+            await trio.sleep(delay)
 
     async def _sweep(self) -> None:
         while True:

@@ -179,6 +179,9 @@ class Subscription:
     wake: Wake | None = None
     attempts: int = 0  # failed webhook deliveries of the current wake
     next_attempt_at: float | None = None  # a webhook delivery is due then
+    # Paths taken out through the membership-removal API and not linked again
+    # since; start-up reconciliation never re-links them (sorted, unique).
+    removed: tuple[str, ...] = ()
 
     @property
     def status(self) -> str:
@@ -194,13 +197,34 @@ class Subscription:
     # -- links --------------------------------------------------------------------
 
     def with_links(self, links: dict[str, Link]) -> Subscription:
-        return replace(self, links=tuple(links[p] for p in sorted(links)))
+        linked = tuple(links[p] for p in sorted(links))
+        removed = tuple(p for p in self.removed if p not in links)  # linked again: no longer removed
+        return replace(self, links=linked, removed=removed)
 
     def link_discovered(self, path: str) -> Subscription:
         """Link a newly seen matching stream from its start; unchanged if not new."""
         if self.link(path) is not None or not self.matches(path):
             return self
         return self.with_links({**{l.path: l for l in self.links}, path: Link(path, False, ZERO)})
+
+    def reconcile(self, names: list[str]) -> Subscription:
+        """Link every live matching stream in `names` that has no link, from its start.
+
+        For start-up after a crash: a stream created or appended to is linked in
+        a commit after the stream's own, so a kill in between leaves it unlinked.
+        Such a stream was created after the subscription (creation links the
+        streams that exist then, at their tail, in the same commit), so all of
+        its data is unseen: the link starts at offset zero. Paths removed via
+        the membership API stay out.
+        """
+        links = {l.path: l for l in self.links}
+        removed = set(self.removed)
+        for name in names:
+            if name not in links and name not in removed and self.matches(name):
+                links[name] = Link(name, False, ZERO)
+        if len(links) == len(self.links):
+            return self
+        return self.with_links(links)
 
     def add_explicit(self, tails: dict[str, str | None]) -> Subscription:
         """Link `tails`' paths explicitly; new links start at the current tail."""
@@ -217,7 +241,10 @@ class Subscription:
         old = links.pop(path, None)
         if old is not None and self.matches(path):
             links[path] = replace(old, explicit=False)
-        return self.with_links(links)
+        sub = self.with_links(links)
+        if path in links:  # still linked (by the pattern): nothing to remember
+            return sub
+        return replace(sub, removed=tuple(sorted({*sub.removed, path})))
 
     def drop_stream(self, path: str) -> Subscription:
         """The stream was deleted: forget the link."""
