@@ -45,3 +45,35 @@ async def test_state_survives_restart(nursery: trio.Nursery, client: httpx.Async
         acked = {s["path"]: s["acked_offset"] for s in wake2["streams"]}
         assert acked["p/1"] == wake["streams"][1]["tail_offset"]  # never moved backwards
         server.stop.set()
+
+
+async def test_a_scheduled_retry_is_honoured_after_a_restart(
+    nursery: trio.Nursery, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    receiver = await start_receiver(nursery, replies=[(500, {})], default=(200, {"done": True}))
+    body = {"type": "webhook", "pattern": "r/*", "webhook": {"url": receiver.url}}
+    settings = {"data_dir": data, "webhook_retry_base": 2.0, "webhook_retry_max": 2.0}
+    async with trio.open_nursery() as first_run:
+        server = await start_server(first_run, **settings)
+        assert (await client.put(sub_url(server, "again"), json=body)).status_code == 201
+        await create_stream(client, server, "r/1", b'{"n":1}')
+        first = (await receiver.next()).json  # answered 500: a retry is scheduled
+        with trio.fail_after(5):
+            while (await client.get(sub_url(server, "again"))).json()["status"] != "failed":
+                await trio.sleep(0.01)
+        server.stop.set()  # well before the retry is due
+    assert len(receiver.arrivals) == 1
+
+    async with trio.open_nursery() as second_run:
+        server = await start_server(second_run, **settings)
+        assert (await client.get(sub_url(server, "again"))).json()["status"] == "failed"
+        with trio.fail_after(10):
+            retried = (await receiver.next()).json
+        assert retried["wake_id"] == first["wake_id"]  # the same wake, delivered again
+        assert receiver.arrivals[1] - receiver.arrivals[0] >= 2.0 * 0.8  # on its schedule
+        with trio.fail_after(5):
+            while (state := (await client.get(sub_url(server, "again"))).json())["status"] != "active":
+                await trio.sleep(0.01)
+        assert state["streams"][0]["acked_offset"] == first["streams"][0]["tail_offset"]
+        server.stop.set()
