@@ -9,7 +9,6 @@ follows, so an append landing between the read and the wait is never missed.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import trio
@@ -170,55 +169,42 @@ async def _sse_frames(
     Nothing here yields inside a cancel scope or a watch: each wait finishes
     before the frames it led to are handed to the server.
     """
-    loop = _sse_loop(service, name, position, client_cursor, base64_encoded)
-    with service.metrics.live("sse"):
-        async with aclosing(loop):
-            async for frames in loop:
-                service.metrics.bytes_out.inc(len(frames))
-                yield frames
-
-
-async def _sse_loop(
-    service: StreamService,
-    name: str,
-    position: int | None,
-    client_cursor: str | None,
-    base64_encoded: bool,
-) -> AsyncIterator[bytes]:
     config = service.config
     deadline = trio.current_time() + config.sse_reconnect_interval
     sent_control = False
-    while True:
-        with service.watchers.watch(name) as change:
-            try:
-                result = await service.store.read(
-                    name, position, config.max_read_bytes, service.clock()
-                )
-            except (StreamNotFound, StreamGone, InvalidOffset):
-                return  # deleted, expired, or re-created shorter: end the event stream
-            position = result.start
-            idle = sent_control and not result.pieces and not result.meta.closed
-            if idle:
-                if service.watchers.closed:
-                    return
-                with trio.move_on_at(deadline):
-                    await change.wait()
-                if not change.changed:
-                    return  # reconnect interval reached
-                continue
-        frames = b""
-        if result.pieces:
-            frames += data_event(_body(result), base64_encoded=base64_encoded)
-        position = result.next_position
-        cursor = next_cursor(service.clock(), client_cursor, service.jitter())
-        client_cursor = cursor
-        frames += control_event(
-            format_offset(position),
-            cursor=cursor,
-            up_to_date=result.up_to_date,
-            closed=result.at_end,
-        )
-        yield frames
-        sent_control = True
-        if result.at_end or trio.current_time() >= deadline or service.watchers.closed:
-            return  # shutting down: end after this control event; clients resume from it
+    with service.metrics.live("sse"):
+        while True:
+            with service.watchers.watch(name) as change:
+                try:
+                    result = await service.store.read(
+                        name, position, config.max_read_bytes, service.clock()
+                    )
+                except (StreamNotFound, StreamGone, InvalidOffset):
+                    return  # deleted, expired, or re-created shorter: end the event stream
+                position = result.start
+                idle = sent_control and not result.pieces and not result.meta.closed
+                if idle:
+                    if service.watchers.closed:
+                        return
+                    with trio.move_on_at(deadline):
+                        await change.wait()
+                    if not change.changed:
+                        return  # reconnect interval reached
+                    continue
+            frames = b""
+            if result.pieces:
+                frames += data_event(_body(result), base64_encoded=base64_encoded)
+            position = result.next_position
+            cursor = next_cursor(service.clock(), client_cursor, service.jitter())
+            client_cursor = cursor
+            frames += control_event(
+                format_offset(position),
+                cursor=cursor,
+                up_to_date=result.up_to_date,
+                closed=result.at_end,
+            )
+            service.metrics.bytes_out.inc(len(frames))
+            yield frames
+            sent_control = True
+            if result.at_end or trio.current_time() >= deadline or service.watchers.closed:
+                return  # shutting down: end after this control event; clients resume from it

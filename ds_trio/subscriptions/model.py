@@ -74,16 +74,8 @@ class SubscriptionConfig:
 
     @property
     def digest(self) -> str:
-        normal = {
-            "type": self.kind,
-            "pattern": self.pattern,
-            "streams": list(self.streams),
-            "webhook": {"url": self.webhook_url} if self.webhook_url else None,
-            "wake_stream": self.wake_stream,
-            "lease_ttl_ms": self.lease_ttl_ms,
-            "description": self.description,
-        }
-        return hashlib.sha256(json.dumps(normal, sort_keys=True).encode()).hexdigest()
+        """A hash of the normalized configuration, for idempotent re-creation."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
         return {
