@@ -7,24 +7,53 @@ after the watch opened sets that event, so no wake-up can be lost between the
 read and the wait. `notify` sets the generation's event and starts a new one
 (events are never cleared). Slots disappear when their last watcher leaves, so
 `statistics()` counts exactly the readers still inside a watch.
+
+Readers woken together mostly want the same thing: the bytes after the offset
+they all waited at. `Watch.read_once` lets them share one store read per
+generation and position instead of one each, so waking N readers costs one
+read, not N.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import trio
 
 __all__ = ["StreamWatchers", "Watch", "WatcherStatistics"]
 
+T = TypeVar("T")
 
-class _Slot:
-    __slots__ = ("event", "watchers")
+
+class _SharedRead:
+    """One store read that every reader of a generation at one key may use."""
+
+    __slots__ = ("done", "failed", "value")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.failed = False
+        self.value: Any = None
+
+
+class _Generation:
+    """The notifications between two `notify` calls: an event, and its shared reads."""
+
+    __slots__ = ("event", "reads")
 
     def __init__(self) -> None:
         self.event = trio.Event()
+        self.reads: dict[Hashable, _SharedRead] = {}
+
+
+class _Slot:
+    __slots__ = ("generation", "watchers")
+
+    def __init__(self) -> None:
+        self.generation = _Generation()
         self.watchers = 0
 
 
@@ -39,20 +68,47 @@ class WatcherStatistics:
 class Watch:
     """A reader's hold on one generation of a stream's notifications."""
 
-    __slots__ = ("_event", "_hub")
+    __slots__ = ("_generation",)
 
-    def __init__(self, hub: StreamWatchers, event: trio.Event) -> None:
-        self._hub = hub
-        self._event = event
+    def __init__(self, generation: _Generation) -> None:
+        self._generation = generation
 
     @property
     def changed(self) -> bool:
         """Whether the stream changed (or the hub closed) since the watch opened."""
-        return self._event.is_set()
+        return self._generation.event.is_set()
 
     async def wait(self) -> None:
         """Wait until the stream changes or the hub closes; cancel-safe."""
-        await self._event.wait()
+        await self._generation.event.wait()
+
+    async def read_once(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
+        """`await fetch()`, or the value another reader of this generation got for `key`.
+
+        A shared value was fetched after this generation began, so it holds
+        everything notified before this watch opened; whatever it misses was
+        notified since, and sets this watch's event. A fetch that fails or is
+        cancelled is not shared: the readers waiting on it fetch for themselves.
+        """
+        reads = self._generation.reads
+        while True:
+            shared = reads.get(key)
+            if shared is None:
+                break
+            await shared.done.wait()
+            if not shared.failed:
+                return shared.value  # type: ignore[no-any-return]
+        shared = reads[key] = _SharedRead()
+        try:
+            shared.value = await fetch()
+        except BaseException:
+            shared.failed = True
+            if reads.get(key) is shared:
+                del reads[key]
+            raise
+        finally:
+            shared.done.set()
+        return shared.value  # type: ignore[no-any-return]
 
 
 class StreamWatchers:
@@ -75,9 +131,9 @@ class StreamWatchers:
             slot = self._slots[name] = _Slot()
         slot.watchers += 1
         if self.closed:
-            slot.event.set()
+            slot.generation.event.set()
         try:
-            yield Watch(self, slot.event)
+            yield Watch(slot.generation)
         finally:
             slot.watchers -= 1
             if slot.watchers == 0 and self._slots.get(name) is slot:
@@ -87,14 +143,14 @@ class StreamWatchers:
         """Wake everyone watching `name`: it was appended to, closed, deleted or expired."""
         slot = self._slots.get(name)
         if slot is not None:
-            slot.event.set()
-            slot.event = trio.Event()
+            slot.generation.event.set()
+            slot.generation = _Generation()
 
     def close(self) -> None:
         """Wake every watcher, now and in future: the server is shutting down."""
         self._closed.set()
         for slot in self._slots.values():
-            slot.event.set()
+            slot.generation.event.set()
 
     def statistics(self) -> WatcherStatistics:
         """Current watcher counts, for tests and metrics."""

@@ -19,6 +19,7 @@ from ..protocol.errors import BadRequest, InvalidOffset, StreamGone, StreamNotFo
 from ..protocol.json_mode import render_json_array
 from ..protocol.offsets import format_offset, parse_read_offset
 from ..protocol.sse import control_event, data_event, uses_base64
+from ..live import Watch
 from ..store.base import ReadResult
 from .common import body_response, empty_response
 
@@ -39,6 +40,43 @@ def _body(result: ReadResult) -> bytes:
     if result.meta.is_json:
         return render_json_array(result.pieces)
     return b"".join(result.pieces)
+
+
+class _LiveSlice:
+    """A live read that the readers woken together share, and what they render of it.
+
+    The body and the SSE data event are built once, by the first reader that
+    needs them.
+    """
+
+    __slots__ = ("_body", "_sse_data", "result")
+
+    def __init__(self, result: ReadResult) -> None:
+        self.result = result
+        self._body: bytes | None = None
+        self._sse_data: bytes | None = None
+
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = _body(self.result)
+        return self._body
+
+    def sse_data(self, base64_encoded: bool) -> bytes:
+        if self._sse_data is None:
+            self._sse_data = data_event(self.body(), base64_encoded=base64_encoded)
+        return self._sse_data
+
+
+async def _live_read(
+    service: StreamService, change: Watch, name: str, position: int | None
+) -> _LiveSlice:
+    """The store read at `position`, shared with the readers of the same generation."""
+    max_bytes = service.config.max_read_bytes
+
+    async def fetch() -> _LiveSlice:
+        return _LiveSlice(await service.store.read(name, position, max_bytes, service.clock()))
+
+    return await change.read_once(position, fetch)
 
 
 def _read_headers(result: ReadResult) -> dict[str, str]:
@@ -71,8 +109,10 @@ async def handle_get(service: StreamService, name: str) -> Response:
     return await _sse(service, name, position, cursor)
 
 
-def _data_response(service: StreamService, result: ReadResult, status: int = 200) -> Response:
-    """A catch-up style response for `result`, or 304 when the client has it."""
+def _data_response(
+    service: StreamService, result: ReadResult, body: bytes | None = None
+) -> Response:
+    """A catch-up style response for `result` (and its `body`), or 304 when the client has it."""
     headers = _read_headers(result)
     etag = etag_for(
         result.meta.stream_id,
@@ -88,11 +128,10 @@ def _data_response(service: StreamService, result: ReadResult, status: int = 200
     if etag_matches(request.headers.get("If-None-Match"), etag):
         del headers["Content-Type"]
         return empty_response(304, headers)
-    return body_response(status, _counted_body(service, result), headers)
+    return body_response(200, _counted(service, _body(result) if body is None else body), headers)
 
 
-def _counted_body(service: StreamService, result: ReadResult) -> bytes:
-    body = _body(result)
+def _counted(service: StreamService, body: bytes) -> bytes:
     service.metrics.bytes_out.inc(len(body))
     return body
 
@@ -103,7 +142,7 @@ async def _catch_up(service: StreamService, name: str, position: int | None) -> 
     if position is None:  # offset=now: the tail, never cached, no ETag
         headers = _read_headers(result)
         headers["Cache-Control"] = CACHE_NO_STORE
-        return body_response(200, _counted_body(service, result), headers)
+        return body_response(200, _counted(service, _body(result)), headers)
     return _data_response(service, result)
 
 
@@ -115,9 +154,8 @@ async def _long_poll(
     with service.metrics.live("long-poll"):
         while True:
             with service.watchers.watch(name) as change:
-                result = await service.store.read(
-                    name, position, config.max_read_bytes, service.clock()
-                )
+                live_slice = await _live_read(service, change, name, position)
+                result = live_slice.result
                 position = result.start
                 if not result.pieces and not result.meta.closed and not service.watchers.closed:
                     with trio.move_on_at(deadline):
@@ -128,7 +166,7 @@ async def _long_poll(
             break
     cursor = next_cursor(service.clock(), client_cursor, service.jitter())
     if result.pieces:
-        response = _data_response(service, result)
+        response = _data_response(service, result, live_slice.body())
         response.headers["Stream-Cursor"] = cursor
         return response
     headers = _read_headers(result)
@@ -176,11 +214,10 @@ async def _sse_frames(
         while True:
             with service.watchers.watch(name) as change:
                 try:
-                    result = await service.store.read(
-                        name, position, config.max_read_bytes, service.clock()
-                    )
+                    live_slice = await _live_read(service, change, name, position)
                 except (StreamNotFound, StreamGone, InvalidOffset):
                     return  # deleted, expired, or re-created shorter: end the event stream
+                result = live_slice.result
                 position = result.start
                 idle = sent_control and not result.pieces and not result.meta.closed
                 if idle:
@@ -193,7 +230,7 @@ async def _sse_frames(
                     continue
             frames = b""
             if result.pieces:
-                frames += data_event(_body(result), base64_encoded=base64_encoded)
+                frames += live_slice.sse_data(base64_encoded)
             position = result.next_position
             cursor = next_cursor(service.clock(), client_cursor, service.jitter())
             client_cursor = cursor
