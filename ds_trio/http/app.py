@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -88,6 +89,7 @@ class StreamService:
     metrics: Metrics = field(default_factory=Metrics)
     bound_urls: list[str] = field(default_factory=list)  # set once the server listens
     subscriptions: SubscriptionManager | None = None  # None: the __ds APIs answer 404
+    compress_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(2))
 
     def stream_name(self) -> str:
         """The canonical stream name of the current request.

@@ -8,13 +8,24 @@ follows, so an append landing between the read and the wait is never missed.
 
 from __future__ import annotations
 
+import functools
+import gzip
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 from quart import Response, request
 
-from ..protocol.caching import CACHE_NO_STORE, cacheable, etag_for, etag_matches, next_cursor
+from ..protocol.caching import (
+    CACHE_NO_STORE,
+    GZIP_MIN_BYTES,
+    accepts_gzip,
+    cacheable,
+    etag_for,
+    etag_matches,
+    gzip_etag,
+    next_cursor,
+)
 from ..protocol.errors import BadRequest, InvalidOffset, StreamGone, StreamNotFound
 from ..protocol.json_mode import render_json_array
 from ..protocol.offsets import format_offset, parse_read_offset
@@ -27,6 +38,9 @@ if TYPE_CHECKING:
     from .app import StreamService
 
 __all__ = ["handle_get"]
+
+GZIP_LEVEL: Final = 6
+INLINE_GZIP_BYTES: Final = 64 * 1024  # larger bodies are compressed in a worker thread
 
 
 def _single_arg(name: str) -> str | None:
@@ -109,10 +123,10 @@ async def handle_get(service: StreamService, name: str) -> Response:
     return await _sse(service, name, position, cursor)
 
 
-def _data_response(
-    service: StreamService, result: ReadResult, body: bytes | None = None
-) -> Response:
-    """A catch-up style response for `result` (and its `body`), or 304 when the client has it."""
+def _cached_headers(
+    service: StreamService, result: ReadResult, *, gzip_variant: bool = False
+) -> dict[str, str]:
+    """Headers of a catch-up style response: its ETag, and whether caches may keep it."""
     headers = _read_headers(result)
     etag = etag_for(
         result.meta.stream_id,
@@ -120,20 +134,39 @@ def _data_response(
         headers["Stream-Next-Offset"],
         closed=result.at_end,
     )
-    headers["ETag"] = etag
+    headers["ETag"] = gzip_etag(etag) if gzip_variant else etag
     if result.pieces or result.at_end:
         headers["Cache-Control"] = cacheable(service.config.cache_visibility)
     else:
         headers["Cache-Control"] = CACHE_NO_STORE
-    if etag_matches(request.headers.get("If-None-Match"), etag):
-        del headers["Content-Type"]
-        return empty_response(304, headers)
-    return body_response(200, _counted(service, _body(result) if body is None else body), headers)
+    return headers
+
+
+def _not_modified(headers: dict[str, str]) -> Response | None:
+    """A 304 when the client's If-None-Match names this response's ETag."""
+    if not etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
+        return None
+    del headers["Content-Type"]
+    return empty_response(304, headers)
+
+
+def _data_response(service: StreamService, result: ReadResult, body: bytes) -> Response:
+    """A response carrying `result` as `body`, or 304 when the client has it."""
+    headers = _cached_headers(service, result)
+    return _not_modified(headers) or body_response(200, _counted(service, body), headers)
 
 
 def _counted(service: StreamService, body: bytes) -> bytes:
     service.metrics.bytes_out.inc(len(body))
     return body
+
+
+async def _gzip(service: StreamService, body: bytes) -> bytes:
+    """`body` gzip-encoded, the same bytes every time; large bodies off the event loop."""
+    compress = functools.partial(gzip.compress, body, GZIP_LEVEL, mtime=0)
+    if len(body) < INLINE_GZIP_BYTES:
+        return compress()
+    return await trio.to_thread.run_sync(compress, limiter=service.compress_limiter)
 
 
 async def _catch_up(service: StreamService, name: str, position: int | None) -> Response:
@@ -143,7 +176,20 @@ async def _catch_up(service: StreamService, name: str, position: int | None) -> 
         headers = _read_headers(result)
         headers["Cache-Control"] = CACHE_NO_STORE
         return body_response(200, _counted(service, _body(result)), headers)
-    return _data_response(service, result)
+    compress = (
+        sum(map(len, result.pieces)) >= GZIP_MIN_BYTES
+        and accepts_gzip(request.headers.get("Accept-Encoding"))
+    )
+    headers = _cached_headers(service, result, gzip_variant=compress)
+    headers["Vary"] = "Accept-Encoding"
+    not_modified = _not_modified(headers)
+    if not_modified is not None:
+        return not_modified
+    body = _body(result)
+    if compress:
+        body = await _gzip(service, body)
+        headers["Content-Encoding"] = "gzip"
+    return body_response(200, _counted(service, body), headers)
 
 
 async def _long_poll(

@@ -18,10 +18,13 @@ __all__ = [
     "CACHE_NO_STORE",
     "CURSOR_EPOCH",
     "CURSOR_INTERVAL",
+    "GZIP_MIN_BYTES",
     "JITTER_MAX_SECONDS",
+    "accepts_gzip",
     "cacheable",
     "etag_for",
     "etag_matches",
+    "gzip_etag",
     "next_cursor",
 ]
 
@@ -29,6 +32,7 @@ CURSOR_EPOCH: Final = 1728432000.0  # 2024-10-09T00:00:00Z, Unix seconds
 CURSOR_INTERVAL: Final = 20.0  # seconds
 JITTER_MAX_SECONDS: Final = 3600
 CACHE_NO_STORE: Final = "no-store"
+GZIP_MIN_BYTES: Final = 1024  # smaller bodies gain too little to be worth compressing
 
 
 def next_cursor(
@@ -77,3 +81,46 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
         if tag == "*" or tag.removeprefix("W/") == wanted:
             return True
     return False
+
+
+def gzip_etag(etag: str) -> str:
+    """The ETag of the gzip-encoded form of the response tagged `etag`.
+
+    A strong ETag names exact bytes, so each content coding gets its own.
+    """
+    return etag[:-1] + ':gz"'
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header value admits gzip (RFC 9110 12.5.3).
+
+    `gzip` (or its alias `x-gzip`) with a q-value above zero admits it, and so
+    does `*` when gzip is not named; a malformed q-value counts as refusal.
+    """
+    if not accept_encoding:
+        return False
+    named: float | None = None
+    wildcard: float | None = None
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip().lower()
+        quality = _quality(params)
+        if coding in ("gzip", "x-gzip"):
+            named = quality if named is None else max(named, quality)
+        elif coding == "*":
+            wildcard = quality
+    if named is not None:
+        return named > 0
+    return wildcard is not None and wildcard > 0
+
+
+def _quality(params: str) -> float:
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "q":
+            try:
+                quality = float(value.strip())
+            except ValueError:
+                return 0.0
+            return quality if 0.0 <= quality <= 1.0 else 0.0
+    return 1.0

@@ -19,9 +19,11 @@ from ds_trio.protocol.caching import (
     CURSOR_EPOCH,
     CURSOR_INTERVAL,
     JITTER_MAX_SECONDS,
+    accepts_gzip,
     cacheable,
     etag_for,
     etag_matches,
+    gzip_etag,
     next_cursor,
 )
 
@@ -197,3 +199,38 @@ def test_cacheable(visibility: str, header: str) -> None:
 
 def test_no_store() -> None:
     assert CACHE_NO_STORE == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "admits"),
+    [
+        (None, False),
+        ("", False),
+        ("gzip", True),
+        ("GZip", True),
+        ("x-gzip", True),
+        ("deflate, gzip;q=0.5", True),
+        ("br, deflate", False),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0.000", False),
+        ("gzip; q=0.001", True),
+        ("*", True),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),  # naming gzip overrides the wildcard
+        ("*, gzip;q=0", False),
+        ("gzip;q=abc", False),
+        ("gzip;q=2", False),
+        ("gzip;level=9", True),
+    ],
+)
+def test_accepts_gzip(accept_encoding: str | None, admits: bool) -> None:
+    assert accepts_gzip(accept_encoding) is admits
+
+
+def test_gzip_etag_differs_and_stays_strong() -> None:
+    etag = etag_for("s1", "a", "b", closed=True)
+    variant = gzip_etag(etag)
+    assert variant != etag
+    assert variant.startswith('"') and variant.endswith('"')
+    assert not etag_matches(etag, variant) and etag_matches(variant, variant)
