@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from functools import lru_cache
 
 from quart import Response, request
 
 from ..protocol.errors import BadRequest
 from ..protocol.streams import StreamMeta
+from .exchange import AFTER_RESPONSE
 
 __all__ = [
+    "after_response",
     "body_response",
     "empty_response",
     "meta_headers",
@@ -49,6 +52,15 @@ def public_base_url(trusted_proxies: tuple[str, ...]) -> str:
     if host is None and scheme is None:
         return base
     return f"{scheme or request.scheme}://{host or request.host}"
+
+
+def after_response(callback: Callable[[], None]) -> None:
+    """Call `callback` once the current request's response is sent (at once outside one)."""
+    callbacks = request.scope.get(AFTER_RESPONSE)
+    if callbacks is None:
+        callback()
+    else:
+        callbacks.append(callback)
 
 
 def single_header(name: str) -> str | None:

@@ -1,6 +1,13 @@
-"""An ASGI wrapper that lets Hypercorn finish every HTTP exchange cleanly."""
+"""An ASGI wrapper that lets Hypercorn finish every HTTP exchange cleanly.
+
+It also runs the callbacks a route left for after its response: a writer's
+acknowledgement is on the wire before the live readers it wakes get to run.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
 
 import trio
 from hypercorn.typing import (
@@ -12,7 +19,15 @@ from hypercorn.typing import (
     Scope,
 )
 
-__all__ = ["end_response_after_request"]
+__all__ = ["AFTER_RESPONSE", "end_response_after_request", "run_callbacks"]
+
+AFTER_RESPONSE: Final = "ds_trio.after_response"  # scope key: callbacks for after the response
+
+
+def run_callbacks(callbacks: list[Callable[[], None]]) -> None:
+    """Run and forget the callbacks, in the order they were added."""
+    while callbacks:
+        callbacks.pop(0)()
 
 
 def end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIFramework:
@@ -29,6 +44,9 @@ def end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIF
     So the last message waits (bounded) until the request body is in (Quart
     keeps reading, and discards past MAX_CONTENT_LENGTH), and is then sent
     shielded from that cancellation.
+
+    The callbacks a route adds to `scope[AFTER_RESPONSE]` run once the last
+    message is sent, or when the exchange ends without it.
     """
 
     async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -36,6 +54,8 @@ def end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIF
             await asgi_app(scope, receive, send)
             return
         request_done = trio.Event()
+        after_response: list[Callable[[], None]] = []
+        scope[AFTER_RESPONSE] = after_response  # type: ignore[literal-required]
 
         async def tracking_receive() -> ASGIReceiveEvent:
             message = await receive()
@@ -50,9 +70,13 @@ def end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIF
                 if request_done.is_set():
                     with trio.CancelScope(shield=True):  # see the docstring
                         await send(message)
+                    run_callbacks(after_response)
                     return
             await send(message)
 
-        await asgi_app(scope, tracking_receive, holding_send)
+        try:
+            await asgi_app(scope, tracking_receive, holding_send)
+        finally:
+            run_callbacks(after_response)
 
     return app

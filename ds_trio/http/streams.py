@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -22,7 +23,7 @@ from ..protocol.paths import canonical_stream_name
 from ..protocol.json_mode import JSON_MEDIA_TYPE, flatten_json_body
 from ..protocol.producers import parse_producer_headers
 from ..protocol.streams import AppendOutcome, AppendRequest, CreateRequest
-from .common import empty_response, meta_headers, public_base_url, single_header
+from .common import after_response, empty_response, meta_headers, public_base_url, single_header
 from .subscriptions import notify_append, notify_delete
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ async def handle_put(service: StreamService, name: str) -> Response:
         # From the canonical name: request.url is percent-decoded (a%2Fb would read a/b).
         base = public_base_url(service.config.trusted_proxies)
         headers["Location"] = f"{base}{service.config.stream_root}/{name}"
-        service.watchers.notify(name)
+        after_response(functools.partial(service.watchers.notify, name))
         if decision.meta.tail > 0:
             await notify_append(service, name)
     return empty_response(201 if decision.created else 200, headers)
@@ -144,8 +145,8 @@ async def handle_post(service: StreamService, name: str) -> Response:
         records = _records(body, media, on_create=False)
     append = AppendRequest(media, records, close, producer, stream_seq)
     outcome = await _append_waiting_out_gaps(service, name, append)
-    if outcome.changed:
-        service.watchers.notify(name)
+    if outcome.changed:  # readers wake once the writer has its acknowledgement
+        after_response(functools.partial(service.watchers.notify, name))
     if outcome.appended:
         await notify_append(service, name)
         service.metrics.appends.inc()
