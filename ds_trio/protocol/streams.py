@@ -38,6 +38,7 @@ __all__ = [
     "CreateRequest",
     "ForkOrigin",
     "ReadSlice",
+    "RecordData",
     "Segment",
     "StreamMeta",
     "clip_records",
@@ -47,6 +48,8 @@ __all__ = [
     "read_segments",
     "slice_records",
 ]
+
+RecordData = bytes | memoryview  # a stored record: its bytes, or a view of a store's copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +126,8 @@ def read_segments(meta: StreamMeta, position: int) -> list[Segment]:
 
 
 def clip_records(
-    records: Iterable[tuple[int, bytes]], segment: Segment
-) -> Iterator[tuple[int, bytes]]:
+    records: Iterable[tuple[int, RecordData]], segment: Segment
+) -> Iterator[tuple[int, RecordData]]:
     """`records` of one stream, cut to the positions `segment` covers."""
     for position, data in records:
         if position >= segment.end:
@@ -323,13 +326,16 @@ class ReadSlice:
 
 
 def slice_records(
-    records: Iterable[tuple[int, bytes]],
+    records: Iterable[tuple[int, RecordData]],
     start: int,
     max_bytes: int,
     *,
     whole_records: bool,
 ) -> ReadSlice:
     """Cut a read out of stored records.
+
+    Only the bytes returned are copied out of `records` (which may be views
+    into a store's pages, valid only while its read transaction is open).
 
     Args:
         records: `(position, data)` in position order, beginning with the record
@@ -343,7 +349,7 @@ def slice_records(
     pieces: list[bytes] = []
     size = 0
     position = start
-    iterator: Iterator[tuple[int, bytes]] = iter(records)
+    iterator: Iterator[tuple[int, RecordData]] = iter(records)
     for record_start, data in iterator:
         record_end = record_start + len(data)
         if record_end <= position:
@@ -353,7 +359,7 @@ def slice_records(
                 continue
             if pieces and size + len(data) > max_bytes:
                 break
-            pieces.append(data)
+            pieces.append(bytes(data))
             size += len(data)
             position = record_end
         else:
@@ -361,7 +367,7 @@ def slice_records(
             room = max_bytes - size
             if room <= 0:
                 break
-            piece = data[begin : begin + room]
+            piece = bytes(data[begin : begin + room])
             pieces.append(piece)
             size += len(piece)
             position += len(piece)

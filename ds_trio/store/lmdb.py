@@ -54,6 +54,7 @@ from ..protocol.streams import (
     AppendRequest,
     CreateDecision,
     CreateRequest,
+    RecordData,
     StreamMeta,
     clip_records,
     decide_append,
@@ -331,8 +332,8 @@ class LmdbStore:
 
     def _records(
         self, txn: lmdb.Transaction, meta: StreamMeta, position: int
-    ) -> Iterator[tuple[int, bytes]]:
-        """Records a read from `position` sees, across inherited segments."""
+    ) -> Iterator[tuple[int, RecordData]]:
+        """Records a read from `position` sees, across inherited segments (views into `txn`)."""
         parts = [
             clip_records(self._records_from(txn, seg.stream_id, max(position, seg.start)), seg)
             for seg in read_segments(meta, position)
@@ -433,8 +434,8 @@ class LmdbStore:
 
     def _records_from(
         self, txn: lmdb.Transaction, stream_id: str, position: int
-    ) -> Iterator[tuple[int, bytes]]:
-        """The stream's records, starting with the one that holds `position`."""
+    ) -> Iterator[tuple[int, RecordData]]:
+        """The stream's records, starting with the one that holds `position` (views into `txn`)."""
         prefix = keys.stream_prefix(stream_id)
         target = keys.data_key(stream_id, position)
         cursor = txn.cursor(db=self._data)
@@ -448,7 +449,7 @@ class LmdbStore:
             key = bytes(cursor.key())
             if not key.startswith(prefix):
                 return
-            yield keys.position_of(key), bytes(cursor.value())
+            yield keys.position_of(key), cursor.value()
             if not cursor.next():
                 return
 
