@@ -59,26 +59,37 @@ def _body(result: ReadResult) -> bytes:
 class _LiveSlice:
     """A live read that the readers woken together share, and what they render of it.
 
-    The body and the SSE data event are built once, by the first reader that
-    needs them.
+    The body, and the SSE frames for each cursor handed out (readers woken
+    together mostly get the same one), are built once, by the first reader
+    that needs them.
     """
 
-    __slots__ = ("_body", "_sse_data", "result")
+    __slots__ = ("_body", "_sse_frames", "result")
 
     def __init__(self, result: ReadResult) -> None:
         self.result = result
         self._body: bytes | None = None
-        self._sse_data: bytes | None = None
+        self._sse_frames: dict[str, bytes] = {}
 
     def body(self) -> bytes:
         if self._body is None:
             self._body = _body(self.result)
         return self._body
 
-    def sse_data(self, base64_encoded: bool) -> bytes:
-        if self._sse_data is None:
-            self._sse_data = data_event(self.body(), base64_encoded=base64_encoded)
-        return self._sse_data
+    def sse_frames(self, base64_encoded: bool, cursor: str) -> bytes:
+        """The data event (if any) and the control event that carries `cursor`."""
+        frames = self._sse_frames.get(cursor)
+        if frames is None:
+            result = self.result
+            data = data_event(self.body(), base64_encoded=base64_encoded) if result.pieces else b""
+            control = control_event(
+                format_offset(result.next_position),
+                cursor=cursor,
+                up_to_date=result.up_to_date,
+                closed=result.at_end,
+            )
+            frames = self._sse_frames[cursor] = data + control
+        return frames
 
 
 async def _live_read(
@@ -274,18 +285,9 @@ async def _sse_frames(
                     if not change.changed:
                         return  # reconnect interval reached
                     continue
-            frames = b""
-            if result.pieces:
-                frames += live_slice.sse_data(base64_encoded)
             position = result.next_position
-            cursor = next_cursor(service.clock(), client_cursor, service.jitter())
-            client_cursor = cursor
-            frames += control_event(
-                format_offset(position),
-                cursor=cursor,
-                up_to_date=result.up_to_date,
-                closed=result.at_end,
-            )
+            client_cursor = next_cursor(service.clock(), client_cursor, service.jitter())
+            frames = live_slice.sse_frames(base64_encoded, client_cursor)
             service.metrics.bytes_out.inc(len(frames))
             yield frames
             sent_control = True
