@@ -6,6 +6,7 @@ its headers, and a short text body.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import trio
+from prometheus_client import Counter
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -26,7 +28,7 @@ from ..store.base import Store
 from ..metrics import Metrics
 from ..subscriptions import SubscriptionManager
 from . import ops, reads, streams, subscriptions
-from .common import text_response
+from .common import header, list_header, text_response
 from .exchange import end_response_after_request
 
 __all__ = ["StreamService", "create_app"]
@@ -174,23 +176,31 @@ def create_app(service: StreamService) -> QuartTrio:
         return text_response(500, "internal server error")
 
     allowed_origins = {o.strip() for o in config.cors_origin.split(",") if o.strip()}
+    common_headers = [
+        ("X-Content-Type-Options", "nosniff"),
+        ("Cross-Origin-Resource-Policy", "cross-origin"),
+        ("Access-Control-Expose-Headers", _EXPOSED_HEADERS),
+    ]
+    if "*" in allowed_origins:
+        common_headers.append(("Access-Control-Allow-Origin", "*"))
+
+    @functools.lru_cache(maxsize=256)
+    def request_counter(method: str, status: int) -> Counter:
+        return service.metrics.requests.labels(method, str(status))
 
     @app.after_request
     async def add_common_headers(response: Response) -> Response:
         headers = response.headers
-        headers["X-Content-Type-Options"] = "nosniff"
-        headers["Cross-Origin-Resource-Policy"] = "cross-origin"
-        if "*" in allowed_origins:
-            headers["Access-Control-Allow-Origin"] = "*"
-        else:  # one origin is always named; of several, the one that asked
-            origin = request.headers.get("Origin")
+        headers.extend(common_headers)
+        if "*" not in allowed_origins:  # one origin is always named; of several, the one that asked
+            origin = header("Origin")
             if len(allowed_origins) == 1:
                 headers["Access-Control-Allow-Origin"] = next(iter(allowed_origins))
             elif origin in allowed_origins:
                 headers["Access-Control-Allow-Origin"] = origin
-            headers["Vary"] = "Origin"
-        headers["Access-Control-Expose-Headers"] = _EXPOSED_HEADERS
-        service.metrics.requests.labels(request.method, str(response.status_code)).inc()
+            vary = headers.get("Vary")
+            headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+        request_counter(request.method, response.status_code).inc()
         return response
 
     wrapped = end_response_after_request(app.asgi_app, BODY_TIMEOUT)
@@ -201,7 +211,7 @@ def create_app(service: StreamService) -> QuartTrio:
 def _preflight() -> Response:
     response = Response("", status=204)
     response.headers["Access-Control-Allow-Methods"] = ", ".join(STREAM_METHODS)
-    requested = request.headers.get("Access-Control-Request-Headers")
+    requested = list_header("Access-Control-Request-Headers")
     response.headers["Access-Control-Allow-Headers"] = requested or _ALLOWED_HEADERS
     response.headers["Access-Control-Max-Age"] = "86400"
     response.headers["Allow"] = ", ".join(STREAM_METHODS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Final
 
 from quart import Response, request
 
@@ -16,6 +17,8 @@ __all__ = [
     "after_response",
     "body_response",
     "empty_response",
+    "header",
+    "list_header",
     "meta_headers",
     "public_base_url",
     "single_header",
@@ -47,8 +50,8 @@ def public_base_url(trusted_proxies: tuple[str, ...]) -> str:
         return base
     if not any(peer in network for network in _networks(trusted_proxies)):
         return base
-    host = _first(request.headers.get("X-Forwarded-Host"))
-    scheme = _first(request.headers.get("X-Forwarded-Proto"))
+    host = _first(list_header("X-Forwarded-Host"))
+    scheme = _first(list_header("X-Forwarded-Proto"))
     if host is None and scheme is None:
         return base
     return f"{scheme or request.scheme}://{host or request.host}"
@@ -63,13 +66,42 @@ def after_response(callback: Callable[[], None]) -> None:
         callbacks.append(callback)
 
 
+_HEADER_INDEX: Final = "ds_trio.headers"  # scope key: the request's headers by lower-case name
+
+
+def _header_values(name: str) -> list[str]:
+    """Every value of the request header `name`, from an index built once per request."""
+    scope = request.scope
+    index: dict[str, list[str]] | None = scope.get(_HEADER_INDEX)
+    if index is None:
+        index = {}
+        for raw_name, raw_value in scope["headers"]:
+            index.setdefault(raw_name.decode("latin-1").lower(), []).append(
+                raw_value.decode("latin-1")
+            )
+        scope[_HEADER_INDEX] = index
+    return index.get(name.lower(), [])
+
+
+def header(name: str) -> str | None:
+    """The first value of the request header `name`, if it was sent."""
+    values = _header_values(name)
+    return values[0] if values else None
+
+
+def list_header(name: str) -> str | None:
+    """A comma-separated list header, its repeated lines joined (RFC 9110 5.3)."""
+    values = _header_values(name)
+    return ", ".join(values) if values else None
+
+
 def single_header(name: str) -> str | None:
     """The value of a header that may appear at most once.
 
     Raises:
         BadRequest: it appears more than once.
     """
-    values = request.headers.getlist(name)
+    values = _header_values(name)
     if len(values) > 1:
         raise BadRequest(f"{name} given more than once")
     return values[0] if values else None
@@ -83,19 +115,20 @@ def meta_headers(meta: StreamMeta) -> dict[str, str]:
     return headers
 
 
+class _PlainResponse(Response):
+    """A response with no Content-Type unless its headers give one."""
+
+    default_mimetype = None
+
+
 def empty_response(status: int, headers: dict[str, str]) -> Response:
     """A bodiless response with exactly `headers` (plus the app's common ones)."""
-    response = Response(b"", status=status)
-    del response.headers["Content-Type"]
-    response.headers.update(headers)
-    return response
+    return _PlainResponse(b"", status=status, headers=headers)
 
 
 def body_response(status: int, body: bytes, headers: dict[str, str]) -> Response:
     """A response whose Content-Type is taken verbatim from `headers`."""
-    response = Response(body, status=status)
-    response.headers.update(headers)
-    return response
+    return _PlainResponse(body, status=status, headers=headers)
 
 
 def text_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -65,8 +65,9 @@ def end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIF
 
         async def holding_send(message: ASGISendEvent) -> None:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                with trio.move_on_after(timeout):
-                    await request_done.wait()
+                if not request_done.is_set():
+                    with trio.move_on_after(timeout):
+                        await request_done.wait()
                 if request_done.is_set():
                     with trio.CancelScope(shield=True):  # see the docstring
                         await send(message)

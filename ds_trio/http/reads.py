@@ -32,7 +32,7 @@ from ..protocol.offsets import format_offset, parse_read_offset
 from ..protocol.sse import control_event, data_event, uses_base64
 from ..live import Watch
 from ..store.base import ReadResult
-from .common import body_response, empty_response
+from .common import body_response, empty_response, list_header
 
 if TYPE_CHECKING:
     from .app import StreamService
@@ -155,7 +155,7 @@ def _cached_headers(
 
 def _not_modified(headers: dict[str, str]) -> Response | None:
     """A 304 when the client's If-None-Match names this response's ETag."""
-    if not etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
+    if not etag_matches(list_header("If-None-Match"), headers["ETag"]):
         return None
     del headers["Content-Type"]
     return empty_response(304, headers)
@@ -189,7 +189,7 @@ async def _catch_up(service: StreamService, name: str, position: int | None) -> 
         return body_response(200, _counted(service, _body(result)), headers)
     compress = (
         sum(map(len, result.pieces)) >= GZIP_MIN_BYTES
-        and accepts_gzip(request.headers.get("Accept-Encoding"))
+        and accepts_gzip(list_header("Accept-Encoding"))
     )
     headers = _cached_headers(service, result, gzip_variant=compress)
     headers["Vary"] = "Accept-Encoding"

@@ -23,7 +23,14 @@ from ..protocol.paths import canonical_stream_name
 from ..protocol.json_mode import JSON_MEDIA_TYPE, flatten_json_body
 from ..protocol.producers import parse_producer_headers
 from ..protocol.streams import AppendOutcome, AppendRequest, CreateRequest
-from .common import after_response, empty_response, meta_headers, public_base_url, single_header
+from .common import (
+    after_response,
+    empty_response,
+    header,
+    meta_headers,
+    public_base_url,
+    single_header,
+)
 from .subscriptions import notify_append, notify_delete
 
 if TYPE_CHECKING:
@@ -85,9 +92,9 @@ async def handle_put(service: StreamService, name: str) -> Response:
     expires_at = parse_expires_at(single_header("Stream-Expires-At"))
     if ttl is not None and expires_at is not None:
         raise BadRequest("Stream-TTL and Stream-Expires-At cannot both be set")
-    closed = is_true_flag(request.headers.get("Stream-Closed"))
+    closed = is_true_flag(header("Stream-Closed"))
     forked_from = single_header("Stream-Forked-From")
-    if forked_from is None and any(request.headers.get(h) is not None for h in _FORK_HEADERS):
+    if forked_from is None and any(header(h) is not None for h in _FORK_HEADERS):
         raise BadRequest("Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From")
     body = await request.get_data(cache=False)
     if forked_from is not None:
@@ -133,7 +140,7 @@ async def handle_post(service: StreamService, name: str) -> Response:
         single_header("Producer-Id"), single_header("Producer-Epoch"), single_header("Producer-Seq")
     )
     stream_seq = parse_stream_seq(single_header("Stream-Seq"))
-    close = is_true_flag(request.headers.get("Stream-Closed"))
+    close = is_true_flag(header("Stream-Closed"))
     body = await request.get_data(cache=False)
     media: str | None = None
     records: tuple[bytes, ...] = ()
@@ -163,6 +170,8 @@ async def _append_waiting_out_gaps(
     that skips ahead waits (bounded by `producer_gap_wait`) for the stream to
     change and retries, so only a real gap is answered with 409.
     """
+    if append.producer is None:  # only a producer's seq can run ahead
+        return await service.store.append(name, append, service.clock())
     deadline = trio.current_time() + service.config.producer_gap_wait
     while True:
         with service.watchers.watch(name) as change:

@@ -113,3 +113,19 @@ async def test_live_reads_are_never_gzipped(
     assert response.status_code == 200
     assert "content-encoding" not in response.headers
     assert raw == b"z" * 5000
+
+
+async def test_repeated_list_headers_count_as_one_list(
+    server: RunningServer, client: httpx.AsyncClient
+) -> None:
+    url = server.url("lines")
+    await create_stream(client, url, content_type="text/plain", body=b"q" * 5000)
+    gzipped, _ = await _raw_get(client, url, GZIP)
+    headers = [
+        ("Accept-Encoding", "identity"),
+        ("Accept-Encoding", "gzip"),
+        ("If-None-Match", '"not-this-one"'),
+        ("If-None-Match", gzipped.headers["etag"]),
+    ]
+    response = await client.get(url, params={"offset": "-1"}, headers=headers)
+    assert response.status_code == 304

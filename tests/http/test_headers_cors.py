@@ -150,6 +150,8 @@ async def test_configured_cors_origin_varies_on_origin(
     ):
         _check_common(response.headers, origin="https://app.example")
         assert "origin" in _tokens(response.headers["vary"])
+    catch_up = await client.get(url, params={"offset": "-1"})
+    assert _tokens(catch_up.headers["vary"]) >= {"accept-encoding", "origin"}
 
 
 async def test_head_matches_get_headers_without_a_body(
