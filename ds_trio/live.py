@@ -95,7 +95,8 @@ class Watch:
             shared = reads.get(key)
             if shared is None:
                 break
-            await shared.done.wait()
+            if not shared.done.is_set():  # most readers find it done: no reschedule then
+                await shared.done.wait()
             if not shared.failed:
                 return shared.value  # type: ignore[no-any-return]
         shared = reads[key] = _SharedRead()

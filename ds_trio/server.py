@@ -59,6 +59,7 @@ def _hypercorn_config(config: Config) -> HyperConfig:
     hyper.errorlog = logging.getLogger("hypercorn.error")
     hyper.keep_alive_timeout = 75
     hyper.backlog = 2048  # live readers reconnect in bursts
+    hyper.include_server_header = False  # names the software to anyone who asks, per response
     return hyper
 
 

@@ -41,6 +41,8 @@ def _check_common(headers: httpx.Headers | dict[str, str], origin: str = "*") ->
         expected = origin if name == "access-control-allow-origin" else value
         assert headers.get(name) == expected, (name, dict(headers))
     assert EXPECTED_EXPOSED <= _tokens(headers["access-control-expose-headers"])
+    assert "server" not in headers  # no software banner
+    assert "date" in headers
 
 
 async def test_security_and_cors_headers_on_every_kind_of_response(
