@@ -16,7 +16,7 @@ import trio
 
 from . import __version__
 from .config import Config, ConfigError, env_settings
-from .server import open_store, serve, wait_for_signal
+from .server import open_store, serve, tune_gc, wait_for_signal
 from .store.lmdb import StoreOpenError
 
 __all__ = ["main"]
@@ -103,6 +103,7 @@ async def _run(config: Config) -> int:
             print(f"ds_trio {__version__}: streams at http://{host_port}{config.stream_root}/", flush=True)
         where = "memory (data is lost on exit)" if config.data_dir is None else str(config.data_dir)
         print(f"store: {where}; Ctrl-C to stop", flush=True)
+        tune_gc()
     return 0
 
 

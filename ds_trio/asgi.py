@@ -21,7 +21,7 @@ from .http import StreamService, create_app
 from .live import StreamWatchers
 from .protocol.errors import StorageFailure
 from .http.subscriptions import build_manager
-from .server import observe_commits, open_store, sweep_expired
+from .server import observe_commits, open_store, sweep_expired, tune_gc
 
 __all__ = ["app", "create_asgi_app"]
 
@@ -44,8 +44,11 @@ def config_from_environment() -> Config:
     return base.with_changes(**settings)
 
 
-def create_asgi_app(config: Config | None = None) -> QuartTrio:
-    """An app that opens its store (and starts the expiry sweep) at startup."""
+def create_asgi_app(config: Config | None = None, *, tune_gc_at_start: bool = False) -> QuartTrio:
+    """An app that opens its store (and starts the expiry sweep) at startup.
+
+    `tune_gc_at_start` is for the process's own app (`app` below): see `tune_gc`.
+    """
     config = config or config_from_environment()
     service = StreamService(config, _StoreNotOpen(), StreamWatchers())  # type: ignore[arg-type]
     application = create_app(service)
@@ -58,6 +61,8 @@ def create_asgi_app(config: Config | None = None) -> QuartTrio:
         await service.subscriptions.load()
         application.nursery.start_soon(sweep_expired, service)
         await application.nursery.start(service.subscriptions.run)
+        if tune_gc_at_start:
+            tune_gc()
 
     @application.after_serving
     async def close_the_store() -> None:
@@ -67,4 +72,4 @@ def create_asgi_app(config: Config | None = None) -> QuartTrio:
     return application
 
 
-app = create_asgi_app()
+app = create_asgi_app(tune_gc_at_start=True)

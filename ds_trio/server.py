@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Final
+
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hypercorn_serve
@@ -16,7 +19,7 @@ from .live import StreamWatchers
 from .store import MemoryStore, Store
 from .store.lmdb import LmdbStore
 
-__all__ = ["open_store", "serve", "sweep_expired", "wait_for_signal"]
+__all__ = ["open_store", "serve", "sweep_expired", "tune_gc", "wait_for_signal"]
 
 log = logging.getLogger("ds_trio")
 
@@ -35,6 +38,25 @@ async def open_store(config: Config) -> Store:
         sync=config.lmdb_sync,
         threads=config.store_threads,
     )
+
+
+GC_THRESHOLDS: Final = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Set the cyclic garbage collector up for a server process: rarer, cheaper runs.
+
+    With the default thresholds a server holding thousands of live readers
+    spent about a third of its CPU collecting: every few hundred allocations
+    a young collection, and frequent full ones walking every connection's
+    objects. Objects that exist at start-up (modules, the app) are frozen out
+    of collection, and collections run about seventy times less often; short
+    reference cycles (trio's cancellations make some per request) are still
+    collected. Call once per process, after start-up, never in a test run.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def observe_commits(service: StreamService) -> None:

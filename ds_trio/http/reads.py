@@ -21,6 +21,7 @@ from ..protocol.caching import (
     GZIP_MIN_BYTES,
     accepts_gzip,
     cacheable,
+    cursor_at_least,
     etag_for,
     etag_matches,
     gzip_etag,
@@ -267,6 +268,7 @@ async def _sse_frames(
     config = service.config
     deadline = trio.current_time() + config.sse_reconnect_interval
     sent_control = False
+    cursor: str | None = None  # the last one sent
     with service.metrics.live("sse"):
         while True:
             with service.watchers.watch(name) as change:
@@ -286,8 +288,11 @@ async def _sse_frames(
                         return  # reconnect interval reached
                     continue
             position = result.next_position
-            client_cursor = next_cursor(service.clock(), client_cursor, service.jitter())
-            frames = live_slice.sse_frames(base64_encoded, client_cursor)
+            if cursor is None:
+                cursor = next_cursor(service.clock(), client_cursor, service.jitter())
+            else:
+                cursor = cursor_at_least(service.clock(), cursor)
+            frames = live_slice.sse_frames(base64_encoded, cursor)
             service.metrics.bytes_out.inc(len(frames))
             yield frames
             sent_control = True

@@ -22,6 +22,7 @@ __all__ = [
     "JITTER_MAX_SECONDS",
     "accepts_gzip",
     "cacheable",
+    "cursor_at_least",
     "etag_for",
     "etag_matches",
     "gzip_etag",
@@ -58,6 +59,23 @@ def next_cursor(
     if echoed is not None and echoed >= current:
         return str(echoed + max(1, math.ceil(jitter_seconds / interval)))
     return str(current)
+
+
+def cursor_at_least(
+    now: float,
+    floor: str,
+    *,
+    interval: float = CURSOR_INTERVAL,
+    epoch: float = CURSOR_EPOCH,
+) -> str:
+    """The current interval's cursor, or `floor` (a cursor already handed out) if greater.
+
+    An SSE response decides its first cursor with `next_cursor` and each later
+    one with this, so its cursors never go backwards and do not run ahead of
+    the clock event by event; readers of one interval share one cursor.
+    """
+    current = max(0, math.floor((now - epoch) / interval))
+    return floor if int(floor) >= current else str(current)
 
 
 def cacheable(visibility: str) -> str:

@@ -167,3 +167,17 @@ def test_a_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use (try --port 0)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_server_processes_tune_the_garbage_collector() -> None:
+    # In a child: the test process must keep the default collector.
+    probe = (
+        "import gc; from ds_trio.server import GC_THRESHOLDS, tune_gc; "
+        "before = gc.get_freeze_count(); tune_gc(); "
+        "assert gc.get_threshold() == GC_THRESHOLDS, gc.get_threshold(); "
+        "assert gc.get_freeze_count() > max(before, 10000), gc.get_freeze_count(); "
+        "print('tuned')"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "tuned"

@@ -14,7 +14,7 @@ import trio
 from ds_trio.protocol.caching import CURSOR_EPOCH, CURSOR_INTERVAL
 
 from ..conftest import RunningServer, start_server
-from .helpers import FakeClock, SseEvent, create_stream, read_sse, wait_for_watchers
+from .helpers import FakeClock, SseEvent, create_stream, read_sse, sse_events, wait_for_watchers
 
 if TYPE_CHECKING:
     import httpx
@@ -334,30 +334,39 @@ async def test_real_clock_cursors_increase_when_echoed(
     assert cursors[0] in (now_interval, now_interval + 1)
 
 
-async def test_sse_control_cursor_advances_within_one_connection(
-    nursery: trio.Nursery, client: httpx.AsyncClient
+@pytest.mark.parametrize(
+    ("echoed", "expected"),
+    [
+        (None, ["500", "500", "501", "502"]),  # follows the clock
+        ("500", ["501", "501", "501", "502"]),  # ahead of the echo, kept until the clock passes it
+    ],
+)
+async def test_sse_cursors_in_one_connection_never_go_backwards_nor_run_ahead(
+    nursery: trio.Nursery, client: httpx.AsyncClient, echoed: str | None, expected: list[str]
 ) -> None:
     server = await start_server(nursery, sse_reconnect_interval="30s")
-    server.service.clock = FakeClock(CURSOR_EPOCH + 500 * CURSOR_INTERVAL)
-    server.service.jitter = lambda: 20
+    clock = FakeClock(CURSOR_EPOCH + 500 * CURSOR_INTERVAL)
+    server.service.clock = clock
+    server.service.jitter = lambda: 20  # one interval
     url = server.url("sse-cursor")
     tail = (await create_stream(client, url)).headers["stream-next-offset"]
+    params = {"offset": tail, "live": "sse", **({"cursor": echoed} if echoed else {})}
+    controls: list[dict[str, object]] = []
     with trio.fail_after(5):
-        async with client.stream("GET", url, params={"offset": tail, "live": "sse"}) as response:
-            async with trio.open_nursery() as writer:
-
-                async def write_then_close() -> None:
-                    for n in range(2):
-                        await wait_for_watchers(server, "sse-cursor", 1)
-                        await client.post(url, content=b"%d" % n, headers=TEXT)
-                    await wait_for_watchers(server, "sse-cursor", 1)
+        async with client.stream("GET", url, params=params) as response:
+            async for event in sse_events(response):
+                if event.event != "control":
+                    continue
+                controls.append(json.loads(event.data))
+                appended = len(controls) - 1
+                if appended == 3:
                     await client.post(url, headers={"Stream-Closed": "true"})
-
-                writer.start_soon(write_then_close)
-                events = await read_sse(response)
-    controls = [json.loads(e.data) for e in events if e.event == "control"]
+                elif appended < 3:
+                    if appended > 0:
+                        clock.advance(CURSOR_INTERVAL)
+                    await client.post(url, content=b"%d" % appended, headers=TEXT)
     cursors = [c["streamCursor"] for c in controls if "streamCursor" in c]
-    assert cursors == ["500", "501", "502"]
+    assert cursors == expected
     assert controls[-1]["streamClosed"] is True
 
 

@@ -21,6 +21,7 @@ from ds_trio.protocol.caching import (
     JITTER_MAX_SECONDS,
     accepts_gzip,
     cacheable,
+    cursor_at_least,
     etag_for,
     etag_matches,
     gzip_etag,
@@ -234,3 +235,33 @@ def test_gzip_etag_differs_and_stays_strong() -> None:
     assert variant != etag
     assert variant.startswith('"') and variant.endswith('"')
     assert not etag_matches(etag, variant) and etag_matches(variant, variant)
+
+
+@pytest.mark.parametrize(
+    ("floor", "expected"),
+    [("999", "1000"), ("1000", "1000"), ("1003", "1003")],
+)
+def test_cursor_at_least_follows_the_clock_from_a_floor(floor: str, expected: str) -> None:
+    assert cursor_at_least(INTERVAL_1000, floor) == expected
+
+
+@PROPERTY
+@given(
+    start=st.floats(min_value=CURSOR_EPOCH, max_value=CURSOR_EPOCH + 1e9),
+    steps=st.lists(st.floats(min_value=0, max_value=1e5), max_size=20),
+    jitter=st.integers(min_value=1, max_value=JITTER_MAX_SECONDS),
+    echoed=st.one_of(st.none(), st.integers(min_value=0, max_value=10**8).map(str)),
+)
+def test_sse_cursor_sequence_is_monotonic_and_above_the_echo(
+    start: float, steps: list[float], jitter: int, echoed: str | None
+) -> None:
+    now = start
+    cursors = [next_cursor(now, echoed, jitter)]
+    for step in steps:
+        now += step
+        cursors.append(cursor_at_least(now, cursors[-1]))
+    values = [int(c) for c in cursors]
+    assert values == sorted(values)
+    if echoed is not None and int(echoed) >= math.floor((start - CURSOR_EPOCH) / CURSOR_INTERVAL):
+        assert values[0] > int(echoed)
+    assert values[-1] <= max(values[0], math.floor((now - CURSOR_EPOCH) / CURSOR_INTERVAL))
