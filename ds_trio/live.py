@@ -16,8 +16,7 @@ read, not N.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -66,12 +65,36 @@ class WatcherStatistics:
 
 
 class Watch:
-    """A reader's hold on one generation of a stream's notifications."""
+    """A reader's hold on one generation of a stream's notifications.
 
-    __slots__ = ("_generation",)
+    `StreamWatchers.watch` makes one; it counts as watching from `with` to
+    the end of the block.
+    """
 
-    def __init__(self, generation: _Generation) -> None:
-        self._generation = generation
+    __slots__ = ("_generation", "_hub", "_name", "_slot")
+
+    def __init__(self, hub: StreamWatchers, name: str) -> None:
+        self._hub = hub
+        self._name = name
+
+    def __enter__(self) -> Watch:
+        slots = self._hub._slots
+        slot = slots.get(self._name)
+        if slot is None:
+            slot = slots[self._name] = _Slot()
+        slot.watchers += 1
+        if self._hub.closed:
+            slot.generation.event.set()
+        self._slot = slot
+        self._generation = slot.generation
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        slot = self._slot
+        slot.watchers -= 1
+        slots = self._hub._slots
+        if slot.watchers == 0 and slots.get(self._name) is slot:
+            del slots[self._name]
 
     @property
     def changed(self) -> bool:
@@ -124,21 +147,9 @@ class StreamWatchers:
         """True once `close` was called: the server is shutting down."""
         return self._closed.is_set()
 
-    @contextmanager
-    def watch(self, name: str) -> Iterator[Watch]:
-        """Watch `name` for the duration of the block."""
-        slot = self._slots.get(name)
-        if slot is None:
-            slot = self._slots[name] = _Slot()
-        slot.watchers += 1
-        if self.closed:
-            slot.generation.event.set()
-        try:
-            yield Watch(slot.generation)
-        finally:
-            slot.watchers -= 1
-            if slot.watchers == 0 and self._slots.get(name) is slot:
-                del self._slots[name]
+    def watch(self, name: str) -> Watch:
+        """Watch `name` for the duration of a `with` block."""
+        return Watch(self, name)
 
     def notify(self, name: str) -> None:
         """Wake everyone watching `name`: it was appended to, closed, deleted or expired."""

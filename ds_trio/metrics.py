@@ -3,8 +3,7 @@ servers in one process (as in the tests) never share counters."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from prometheus_client import (
     CollectorRegistry,
@@ -44,15 +43,9 @@ class Metrics:
             registry=registry,
         )
 
-    @contextmanager
-    def live(self, mode: str) -> Iterator[None]:
-        """Count a live reader (`long-poll` or `sse`) for the duration of the block."""
-        gauge = self.live_readers.labels(mode)
-        gauge.inc()
-        try:
-            yield
-        finally:
-            gauge.dec()
+    def live(self, mode: str) -> AbstractContextManager[None]:
+        """Count a live reader (`long-poll` or `sse`) for the duration of a `with` block."""
+        return self.live_readers.labels(mode).track_inprogress()
 
     def render(self) -> bytes:
         """The text exposition format."""
