@@ -19,7 +19,14 @@ from .live import StreamWatchers
 from .store import MemoryStore, Store
 from .store.lmdb import LmdbStore
 
-__all__ = ["open_store", "serve", "sweep_expired", "tune_gc", "wait_for_signal"]
+__all__ = [
+    "hypercorn_config",
+    "open_store",
+    "serve",
+    "sweep_expired",
+    "tune_gc",
+    "wait_for_signal",
+]
 
 log = logging.getLogger("ds_trio")
 
@@ -72,7 +79,8 @@ async def wait_for_signal(*signals: int) -> None:
             return
 
 
-def _hypercorn_config(config: Config) -> HyperConfig:
+def hypercorn_config(config: Config) -> HyperConfig:
+    """Hypercorn's settings for serving `config`: bind, timeouts, logs, backlog."""
     hyper = HyperConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
     hyper.bind = [f"{host}:{config.port}"]
@@ -124,7 +132,7 @@ async def serve(
     async def run_hypercorn(
         nursery: trio.Nursery, *, task_status: trio.TaskStatus[list[str]]
     ) -> None:
-        hyper = _hypercorn_config(config)
+        hyper = hypercorn_config(config)
         await hypercorn_serve(app, hyper, shutdown_trigger=trigger, task_status=task_status)
         nursery.cancel_scope.cancel()  # the sweepers and deliveries end with the server
 
