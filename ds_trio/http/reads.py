@@ -165,7 +165,10 @@ def _not_modified(headers: dict[str, str]) -> Response | None:
 def _data_response(service: StreamService, result: ReadResult, body: bytes) -> Response:
     """A response carrying `result` as `body`, or 304 when the client has it."""
     headers = _cached_headers(service, result)
-    return _not_modified(headers) or body_response(200, _counted(service, body), headers)
+    not_modified = _not_modified(headers)
+    if not_modified is not None:
+        return not_modified
+    return body_response(200, _counted(service, body), headers)
 
 
 def _counted(service: StreamService, body: bytes) -> bytes:
