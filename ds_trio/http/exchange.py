@@ -19,12 +19,12 @@ from hypercorn.typing import (
     Scope,
 )
 
-__all__ = ["AFTER_RESPONSE", "end_response_after_request", "run_callbacks"]
+__all__ = ["AFTER_RESPONSE", "end_response_after_request"]
 
 AFTER_RESPONSE: Final = "ds_trio.after_response"  # scope key: callbacks for after the response
 
 
-def run_callbacks(callbacks: list[Callable[[], None]]) -> None:
+def _run_callbacks(callbacks: list[Callable[[], None]]) -> None:
     """Run and forget the callbacks, in the order they were added."""
     while callbacks:
         callbacks.pop(0)()
@@ -71,13 +71,13 @@ def end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIF
                 if request_done.is_set():
                     with trio.CancelScope(shield=True):  # see the docstring
                         await send(message)
-                    run_callbacks(after_response)
+                    _run_callbacks(after_response)
                     return
             await send(message)
 
         try:
             await asgi_app(scope, tracking_receive, holding_send)
         finally:
-            run_callbacks(after_response)
+            _run_callbacks(after_response)
 
     return app
