@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import secrets
 import threading
 import time
@@ -65,7 +64,7 @@ from ..protocol.streams import (
 )
 from . import lmdb_keys as keys
 from .base import ReadResult, StoreStats
-from .lmdb_env import ResizeGate, StoreOpenError, open_env
+from .lmdb_env import ResizeGate, StoreOpenError, open_env, release_env
 
 __all__ = ["FaultHook", "LmdbStore", "StorageFailure", "StoreOpenError"]
 
@@ -530,7 +529,7 @@ class LmdbStore:
     async def aclose(self) -> None:
         await self._in_thread(self._env.close)
         if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the owner lock
+            release_env(self._lock_fd)  # releases the owner lock
             self._lock_fd = None
 
 

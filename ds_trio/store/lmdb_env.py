@@ -1,14 +1,17 @@
 """The LMDB environment of a data dir: opening it safely, owning it, resizing it.
 
 Rules: a directory that is not empty and not a ds_trio store is refused and
-left untouched; one server owns a data dir at a time (an flock, released when
-the process dies); the databases and the layout marker are created in one
-transaction, so a first start killed half-way leaves an empty, reusable store.
+left untouched; one server owns a data dir at a time, though that server may
+be several worker processes (each holds a shared flock on the owner lock, which
+names the server; the kernel releases it when a process dies); the databases
+and the layout marker are created in one transaction, so a first start killed
+half-way leaves an empty, reusable store.
 """
 
 from __future__ import annotations
 
 import fcntl
+import multiprocessing
 import os
 import threading
 from collections.abc import Iterator
@@ -20,10 +23,35 @@ import lmdb
 
 from . import lmdb_keys as keys
 
-__all__ = ["DB_NAMES", "OWNER_LOCK", "ResizeGate", "StoreOpenError", "open_env"]
+__all__ = [
+    "DB_NAMES",
+    "OWNER_LOCK",
+    "SERVER_PID_ENV",
+    "ResizeGate",
+    "StoreOpenError",
+    "claim_data_dir",
+    "open_env",
+    "release_env",
+    "server_identity",
+]
 
 DB_NAMES: Final = (b"info", b"streams", b"data", b"producers", b"expiry", b"subscriptions")
-OWNER_LOCK: Final = "ds_trio.lock"  # flock'd by the one server that owns the dir
+OWNER_LOCK: Final = "ds_trio.lock"  # flock'd (shared) by the processes of the one owning server
+SERVER_PID_ENV: Final = "DS_TRIO_SERVER_PID"  # set by `serve --workers` for its workers
+
+
+def server_identity() -> int:
+    """The pid that names this process's server.
+
+    A worker started by `serve --workers` gets its supervisor's pid in
+    `DS_TRIO_SERVER_PID`; a Hypercorn worker belongs to its parent (the
+    Hypercorn master that spawned it); any other process is a server of its own.
+    """
+    raw = os.environ.get(SERVER_PID_ENV)
+    if raw and raw.isdigit():
+        return int(raw)
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None and parent.pid is not None else os.getpid()
 
 
 class StoreOpenError(RuntimeError):
@@ -100,30 +128,54 @@ def _check_layout(path: Path) -> None:
         env.close()
 
 
-def _lock_dir(path: Path) -> int:
-    """Take the data dir's owner lock (held until the fd closes, or the process dies)."""
-    fd = os.open(path / OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+def _join_owner(path: Path, server: int) -> int:
+    """Hold the data dir's owner lock for `server`; the fd keeps it until closed or death.
+
+    The first process of a server takes the lock exclusively, writes the
+    server's pid into it, and turns it into a shared lock; later processes of
+    the same server share it; a process of any other server is refused. The
+    directory's own flock keeps two processes from joining at the same moment.
+    """
+    dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise StoreOpenError(f"{path} is in use by another ds_trio server (pid {holder})") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+        fcntl.flock(dir_fd, fcntl.LOCK_EX)
+        fd = os.open(path / OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            if holder != str(server):
+                os.close(fd)
+                raise StoreOpenError(
+                    f"{path} is in use by another ds_trio server (pid {holder})"
+                ) from None
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{server}\n".encode(), 0)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # never blocks: every holder holds it shared
+        return fd
+    finally:
+        os.close(dir_fd)  # lets the next process join
 
 
-def open_env(
-    path: Path, map_size: int, sync: bool
-) -> tuple[lmdb.Environment, dict[bytes, Any], int]:
+def claim_data_dir(path: Path, server: int | None = None) -> int:
+    """Check that `path` can be a ds_trio data dir (creating it if need be) and join its owner.
+
+    Returns the fd holding the owner lock for `server` (default: this
+    process's server, see `server_identity`).
+
+    Raises:
+        StoreOpenError: not a directory, not empty and not ours, the wrong
+            layout, or in use by another server.
+    """
+    server = server_identity() if server is None else server
     if path.exists() and not path.is_dir():
         raise StoreOpenError(f"{path} is not a directory")
     lock_fd: int | None = None
     if path.is_dir():
         entries = set(os.listdir(path))
-        if OWNER_LOCK in entries:  # ours: fail fast if its owner is running
-            lock_fd = _lock_dir(path)
+        if OWNER_LOCK in entries:  # ours: fail fast if another server is running
+            lock_fd = _join_owner(path, server)
         try:
             if "data.mdb" in entries:
                 _check_layout(path)
@@ -135,14 +187,40 @@ def open_env(
             raise
     else:
         path.mkdir(parents=True)
-    if lock_fd is None:
-        lock_fd = _lock_dir(path)
+    return _join_owner(path, server) if lock_fd is None else lock_fd
+
+
+_open_here: dict[int, tuple[int, int]] = {}  # owner-lock fd -> (st_dev, st_ino) of its open data dir
+_open_here_lock = threading.Lock()
+
+
+def open_env(
+    path: Path, map_size: int, sync: bool, server: int | None = None
+) -> tuple[lmdb.Environment, dict[bytes, Any], int]:
+    """Open the environment in `path`; also returns the owner-lock fd (see `release_env`)."""
+    if path.is_dir():  # LMDB forbids opening one environment twice in a process
+        stat = path.stat()
+        if (stat.st_dev, stat.st_ino) in _open_here.values():
+            raise StoreOpenError(
+                f"{path} is in use by another ds_trio server (pid {os.getpid()}), in this process"
+            )
+    lock_fd = claim_data_dir(path, server)
     try:
         env, dbs = _init_env(path, map_size, sync)
     except BaseException:
         os.close(lock_fd)
         raise
+    stat = path.stat()
+    with _open_here_lock:
+        _open_here[lock_fd] = (stat.st_dev, stat.st_ino)
     return env, dbs, lock_fd
+
+
+def release_env(lock_fd: int) -> None:
+    """Let go of the owner lock `open_env` returned, once its environment is closed."""
+    with _open_here_lock:
+        _open_here.pop(lock_fd, None)
+    os.close(lock_fd)
 
 
 def _init_env(path: Path, map_size: int, sync: bool) -> tuple[lmdb.Environment, dict[bytes, Any]]:
@@ -155,6 +233,7 @@ def _init_env(path: Path, map_size: int, sync: bool) -> tuple[lmdb.Environment, 
         metasync=sync,
         readahead=False,
     )
+    env.reader_check()  # free reader slots left by killed processes (they pin old pages)
     # One transaction creates every database and the layout marker, so a crash
     # during a first start leaves either a complete store or an empty one.
     with env.begin(write=True) as txn:
