@@ -12,6 +12,11 @@ Readers woken together mostly want the same thing: the bytes after the offset
 they all waited at. `Watch.read_once` lets them share one store read per
 generation and position instead of one each, so waking N readers costs one
 read, not N.
+
+With several worker processes, `relay` carries each notification to the other
+workers (see `ds_trio.workers`), which `wake` their own readers; the store
+stays the source of truth, so a relayed notification that is late or lost
+only delays a reader, whose own timeout then ends its wait.
 """
 
 from __future__ import annotations
@@ -141,6 +146,7 @@ class StreamWatchers:
     def __init__(self) -> None:
         self._slots: dict[str, _Slot] = {}
         self._closed = trio.Event()
+        self.relay: Callable[[str], None] | None = None  # to the other workers' watchers
 
     @property
     def closed(self) -> bool:
@@ -153,6 +159,12 @@ class StreamWatchers:
 
     def notify(self, name: str) -> None:
         """Wake everyone watching `name`: it was appended to, closed, deleted or expired."""
+        self.wake(name)
+        if self.relay is not None:
+            self.relay(name)
+
+    def wake(self, name: str) -> None:
+        """Wake the watchers of `name` in this process only (another worker changed it)."""
         slot = self._slots.get(name)
         if slot is not None:
             slot.generation.event.set()

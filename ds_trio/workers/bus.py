@@ -1,0 +1,205 @@
+"""The peer bus: small datagrams between the worker processes of one server.
+
+Each worker binds a Unix datagram socket in the abstract namespace, named
+after the data dir and its peer id, and registers itself with a file in
+`<data dir>/ds_trio.peers/`. A new worker lists that directory and says hello
+to every worker it finds; a worker learns of later ones from their hellos.
+Whichever of two workers registers second sees the first's file, so every
+pair knows each other without polling.
+
+Events are (kind, name) pairs. `publish` never blocks: it queues the event
+for every peer, and one sender task per peer drains its queue into as few
+datagrams as fit, so a burst of appends to one stream costs one datagram.
+A peer whose socket is gone (the process died) is dropped, and its file
+removed. The bus carries hints, never data: a lost datagram delays a wake-up,
+and the store stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket
+import struct
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+__all__ = ["PEERS_DIR", "PeerBus", "decode_events", "encode_events", "read_peers"]
+
+log = logging.getLogger("ds_trio.workers")
+
+PEERS_DIR: Final = "ds_trio.peers"
+HELLO: Final = "H"
+MAX_DATAGRAM: Final = 60_000  # bytes; well under the kernel's limit for Unix datagrams
+_LENGTH: Final = struct.Struct(">I")
+_GONE: Final = (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN, errno.EPIPE)
+
+
+def encode_events(events: Iterable[tuple[str, str]]) -> list[bytes]:
+    """Datagrams carrying `events` in order: each is kind (1 byte), length, UTF-8 name."""
+    datagrams: list[bytes] = []
+    current = bytearray()
+    for kind, name in events:
+        encoded = name.encode("utf-8")
+        entry = kind.encode("ascii") + _LENGTH.pack(len(encoded)) + encoded
+        if current and len(current) + len(entry) > MAX_DATAGRAM:
+            datagrams.append(bytes(current))
+            current = bytearray()
+        current += entry
+    if current:
+        datagrams.append(bytes(current))
+    return datagrams
+
+
+def decode_events(datagram: bytes) -> list[tuple[str, str]]:
+    """The events of one datagram.
+
+    Raises:
+        ValueError: the datagram is truncated or not of this format.
+    """
+    events: list[tuple[str, str]] = []
+    position = 0
+    while position < len(datagram):
+        if position + 1 + _LENGTH.size > len(datagram):
+            raise ValueError("truncated event header")
+        kind = chr(datagram[position])
+        (length,) = _LENGTH.unpack_from(datagram, position + 1)
+        start = position + 1 + _LENGTH.size
+        if start + length > len(datagram):
+            raise ValueError("truncated event name")
+        events.append((kind, datagram[start : start + length].decode("utf-8")))
+        position = start + length
+    return events
+
+
+def read_peers(data_dir: Path) -> dict[str, dict[str, Any]]:
+    """The registered workers of `data_dir`: peer id -> what each published about itself."""
+    peers: dict[str, dict[str, Any]] = {}
+    try:
+        names = os.listdir(data_dir / PEERS_DIR)
+    except FileNotFoundError:
+        return peers
+    for name in names:
+        if name.endswith(".json"):
+            try:
+                peers[name[:-5]] = json.loads((data_dir / PEERS_DIR / name).read_text())
+            except (OSError, ValueError):
+                continue  # being written or removed
+    return peers
+
+
+class _Peer:
+    __slots__ = ("address", "pending", "ready")
+
+    def __init__(self, address: bytes) -> None:
+        self.address = address
+        self.pending: dict[tuple[str, str], None] = {}  # insertion-ordered, deduplicated
+        self.ready = trio.Event()
+
+
+class PeerBus:
+    """This worker's end of the bus: `publish` to the others, `on_event` for theirs."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        on_event: Callable[[str, str], None],
+        *,
+        peer_id: str | None = None,
+    ) -> None:
+        self.peer_id = peer_id or str(os.getpid())
+        self._dir = data_dir / PEERS_DIR
+        stat = os.stat(data_dir)
+        self._namespace = f"ds_trio/{stat.st_dev:x}:{stat.st_ino:x}/"
+        self._on_event = on_event
+        self._peers: dict[str, _Peer] = {}
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def peers(self) -> list[str]:
+        """The peer ids this worker currently sends to."""
+        return sorted(self._peers)
+
+    def _address(self, peer_id: str) -> bytes:
+        return b"\0" + (self._namespace + peer_id).encode()
+
+    def publish(self, kind: str, name: str) -> None:
+        """Queue the event (`kind` is one ASCII letter) for every other worker."""
+        key = (kind, name)
+        for peer in self._peers.values():
+            peer.pending.pop(key, None)  # re-queued at the end: the latest order counts
+            peer.pending[key] = None
+            peer.ready.set()
+
+    async def run(
+        self, about: dict[str, Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Join the bus, publishing `about` in the registry; serve until cancelled."""
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        registration = self._dir / f"{self.peer_id}.json"
+        try:
+            await sock.bind(self._address(self.peer_id))
+            self._dir.mkdir(exist_ok=True)
+            temporary = registration.with_suffix(".tmp")
+            temporary.write_text(json.dumps(about))
+            temporary.replace(registration)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for peer_id in read_peers(self._dir.parent):
+                    if peer_id != self.peer_id:
+                        self._add(peer_id).pending[(HELLO, self.peer_id)] = None
+                task_status.started()
+                await self._receive(sock)
+        finally:
+            self._nursery = None
+            registration.unlink(missing_ok=True)
+            sock.close()
+
+    def _add(self, peer_id: str) -> _Peer:
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            peer = self._peers[peer_id] = _Peer(self._address(peer_id))
+            assert self._nursery is not None
+            self._nursery.start_soon(self._send_to, peer_id, peer)
+        peer.ready.set()
+        return peer
+
+    async def _receive(self, sock: trio.socket.SocketType) -> None:
+        while True:
+            datagram = await sock.recv(MAX_DATAGRAM + 1024)
+            try:
+                events = decode_events(datagram)
+            except ValueError as exc:  # also UnicodeDecodeError
+                log.warning("ignoring a malformed peer datagram: %s", exc)
+                continue
+            for kind, name in events:
+                if kind == HELLO:
+                    if name != self.peer_id:
+                        self._add(name)
+                else:
+                    self._on_event(kind, name)
+
+    async def _send_to(self, peer_id: str, peer: _Peer) -> None:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            await sock.connect(peer.address)
+            while True:
+                await peer.ready.wait()
+                peer.ready = trio.Event()
+                events, peer.pending = list(peer.pending), {}
+                for datagram in encode_events(events):
+                    await sock.send(datagram)  # waits while the peer's queue is full
+        except OSError as exc:
+            if exc.errno not in _GONE:
+                raise
+            log.info("worker %s has gone; no longer relaying to it", peer_id)
+            if self._peers.get(peer_id) is peer:
+                del self._peers[peer_id]
+            (self._dir / f"{peer_id}.json").unlink(missing_ok=True)
+        finally:
+            sock.close()
