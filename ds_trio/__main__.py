@@ -18,6 +18,7 @@ from . import __version__
 from .config import Config, ConfigError, env_settings
 from .server import open_store, serve, tune_gc, wait_for_signal
 from .store.lmdb import StoreOpenError
+from .workers.supervisor import WorkerSocket, become_worker, report_ready, supervise
 
 __all__ = ["main"]
 
@@ -33,6 +34,7 @@ _FLAGS: Final = (
     ("--max-append-bytes", "largest request body, e.g. 64MiB (default 64MiB)"),
     ("--max-read-bytes", "most data per catch-up response, e.g. 1MiB (default 1MiB)"),
     ("--store-threads", "worker threads for LMDB calls (default 8)"),
+    ("--workers", "server processes sharing one port and the data dir (default 1)"),
     ("--lmdb-map-size", "initial LMDB map size; it grows (default 1GiB)"),
     ("--cors-origin", "allowed origin(s), comma-separated, or * (default *)"),
     ("--trusted-proxies", "proxy addresses/networks whose X-Forwarded-* headers count"),
@@ -78,7 +80,28 @@ def _config(args: argparse.Namespace) -> Config:
     return config.with_changes(**flags)
 
 
-async def _run(config: Config) -> int:
+def _cannot_listen(config: Config, exc: BaseException) -> int:
+    failure = _bind_failure(exc)
+    if failure is None:
+        raise exc
+    where = f"{config.host}:{config.port}"
+    reason = failure.strerror or str(failure)
+    hint = "try --port 0" if failure.errno == errno.EADDRINUSE else "check --host"
+    print(f"ds-trio: cannot listen on {where}: {reason} ({hint})", file=sys.stderr)
+    return 2
+
+
+async def _supervise(config: Config, argv: Sequence[str]) -> int:
+    try:
+        return await supervise(config, argv)
+    except StoreOpenError as exc:
+        print(f"ds-trio: cannot use the data dir: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        return _cannot_listen(config, exc)
+
+
+async def _run(config: Config, worker: WorkerSocket | None = None) -> int:
     try:
         store = await open_store(config)
     except StoreOpenError as exc:
@@ -87,17 +110,20 @@ async def _run(config: Config) -> int:
     async with trio.open_nursery() as nursery:
         try:
             service = await nursery.start(
-                partial(serve, config, store=store, shutdown_trigger=wait_for_signal)
+                partial(
+                    serve,
+                    config,
+                    store=store,
+                    listen_fd=None if worker is None else worker.listen_fd,
+                    shutdown_trigger=wait_for_signal if worker is None else worker.wait_for_stop,
+                )
             )
         except (OSError, BaseExceptionGroup) as exc:
-            failure = _bind_failure(exc)
-            if failure is None:
-                raise
-            where = f"{config.host}:{config.port}"
-            reason = failure.strerror or str(failure)
-            hint = "try --port 0" if failure.errno == errno.EADDRINUSE else "check --host"
-            print(f"ds-trio: cannot listen on {where}: {reason} ({hint})", file=sys.stderr)
-            return 2
+            return _cannot_listen(config, exc)
+        if worker is not None:
+            report_ready(worker)
+            tune_gc()
+            return 0
         for url in service.bound_urls:
             host_port = url.split("://", 1)[1]
             print(f"ds_trio {__version__}: streams at http://{host_port}{config.stream_root}/", flush=True)
@@ -121,6 +147,8 @@ def _bind_failure(exc: BaseException) -> OSError | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m ds_trio` and the `ds-trio` script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    worker = become_worker()
     args = _parser().parse_args(argv)
     try:
         config = _config(args)
@@ -130,7 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return trio.run(_run, config)
+    if config.log_level != "debug":  # one line per webhook POST or forwarded request otherwise
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    if config.workers > 1 and worker is None:
+        return trio.run(_supervise, config, argv)
+    return trio.run(_run, config, worker)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,18 @@
 
 Settings come from `DS_TRIO_*` environment variables (and a TOML file named by
 `DS_TRIO_CONFIG`, which they override). The store is opened when Hypercorn
-starts the app and closed when it stops it. `python -m ds_trio serve` is the
+starts the app and closed when it stops it. With an LMDB data dir every
+Hypercorn worker (`--workers N`) joins the others as in `serve --workers`;
+the in-memory store refuses to run in more than one. `python -m ds_trio serve` is the
 better way to run a server: it also releases live readers at once on shutdown,
 where here they end when Hypercorn's graceful timeout runs out.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import socket
 from typing import Any
 
 from quart_trio import QuartTrio
@@ -20,8 +24,8 @@ from .config import Config, env_settings
 from .http import StreamService, create_app
 from .live import StreamWatchers
 from .protocol.errors import StorageFailure
-from .http.subscriptions import build_manager
-from .server import observe_commits, open_store, sweep_expired, tune_gc
+from .server import observe_commits, open_store, tune_gc
+from .workers import WorkerGroup, start_duties
 
 __all__ = ["app", "create_asgi_app"]
 
@@ -55,12 +59,14 @@ def create_asgi_app(config: Config | None = None, *, tune_gc_at_start: bool = Fa
 
     @application.before_serving
     async def open_the_store() -> None:
+        if config.data_dir is None:
+            _refuse_sibling_workers()
         service.store = await open_store(config)
         observe_commits(service)
-        service.subscriptions = build_manager(service)
-        await service.subscriptions.load()
-        application.nursery.start_soon(sweep_expired, service)
-        await application.nursery.start(service.subscriptions.run)
+        if config.data_dir is not None:
+            await application.nursery.start(WorkerGroup(service, application).run)
+        else:
+            await start_duties(service, application.nursery)
         if tune_gc_at_start:
             tune_gc()
 
@@ -70,6 +76,31 @@ def create_asgi_app(config: Config | None = None, *, tune_gc_at_start: bool = Fa
         await service.store.aclose()
 
     return application
+
+
+_sibling_guard: list[socket.socket] = []
+
+
+def _refuse_sibling_workers() -> None:
+    """Fail the start of a second Hypercorn worker holding an in-memory store.
+
+    Each worker would have a store of its own: clients would see streams come
+    and go with the worker they reach. The first worker of a Hypercorn master
+    holds an abstract socket named after the master; its siblings cannot bind it.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    guard = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        guard.bind(f"\0ds_trio/memory-store/{parent.pid}")
+    except OSError:
+        guard.close()
+        raise RuntimeError(
+            "the in-memory store lives in one process: set DS_TRIO_DATA_DIR "
+            "to run several Hypercorn workers"
+        ) from None
+    _sibling_guard.append(guard)  # held until the process ends
 
 
 app = create_asgi_app(tune_gc_at_start=True)

@@ -79,6 +79,7 @@ class Config:
     lmdb_map_size: int = 1 * GIB  # initial map; it grows when full
     lmdb_sync: bool = True  # fsync on commit; False trades durability for speed
     store_threads: int = 8  # worker threads for LMDB calls
+    workers: int = 1  # server processes sharing the listening socket and the data dir
     access_log: bool = False
     webhook_timeout: float = 10 * SECONDS  # one webhook POST, connect to reply
     webhook_concurrency: int = 16  # webhook POSTs in flight at most
@@ -95,6 +96,13 @@ class Config:
             raise ConfigError(f"port out of range: {self.port}")
         if self.store_threads < 1:
             raise ConfigError("store_threads must be at least 1")
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if self.workers > 1 and self.data_dir is None:
+            raise ConfigError(
+                "workers: the in-memory store lives in one process; "
+                "give a data_dir (--data-dir) to run several workers"
+            )
         if self.webhook_concurrency < 1:
             raise ConfigError("webhook_concurrency must be at least 1")
         if self.log_level not in _LOG_LEVELS:
@@ -167,7 +175,7 @@ _DURATIONS: Final = {
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _LISTS: Final = {"trusted_proxies"}
 _SIZES: Final = {"max_append_bytes", "max_read_bytes", "lmdb_map_size"}
-_INTS: Final = {"port", "store_threads", "webhook_concurrency"}
+_INTS: Final = {"port", "store_threads", "webhook_concurrency", "workers"}
 _BOOLS: Final = {"lmdb_sync", "access_log", "webhook_allow_http_loopback"}
 
 

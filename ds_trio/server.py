@@ -14,10 +14,10 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from .config import Config
 from .http import StreamService, create_app
-from .http.subscriptions import build_manager, notify_delete
 from .live import StreamWatchers
 from .store import MemoryStore, Store
 from .store.lmdb import LmdbStore
+from .workers import WorkerGroup, start_duties, sweep_expired
 
 __all__ = [
     "hypercorn_config",
@@ -79,11 +79,15 @@ async def wait_for_signal(*signals: int) -> None:
             return
 
 
-def hypercorn_config(config: Config) -> HyperConfig:
-    """Hypercorn's settings for serving `config`: bind, timeouts, logs, backlog."""
+def hypercorn_config(config: Config, listen_fd: int | None = None) -> HyperConfig:
+    """Hypercorn's settings for serving `config`: bind, timeouts, logs, backlog.
+
+    `listen_fd` is a listening socket to serve instead of binding host:port
+    (a worker of `serve --workers` shares its supervisor's).
+    """
     hyper = HyperConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
-    hyper.bind = [f"{host}:{config.port}"]
+    hyper.bind = [f"{host}:{config.port}" if listen_fd is None else f"fd://{listen_fd}"]
     hyper.graceful_timeout = config.shutdown_grace
     hyper.accesslog = logging.getLogger("hypercorn.access") if config.access_log else None
     hyper.errorlog = logging.getLogger("hypercorn.error")
@@ -93,20 +97,12 @@ def hypercorn_config(config: Config) -> HyperConfig:
     return hyper
 
 
-async def sweep_expired(service: StreamService) -> None:
-    """Remove expired streams on a timer and release their live readers."""
-    while True:
-        await trio.sleep(service.config.expiry_sweep_interval)
-        for name in await service.store.expire(service.clock()):
-            service.watchers.notify(name)
-            await notify_delete(service, name)
-
-
 async def serve(
     config: Config,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     store: Store | None = None,
+    listen_fd: int | None = None,
     task_status: trio.TaskStatus[StreamService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `shutdown_trigger` returns (default: run until cancelled).
@@ -114,11 +110,11 @@ async def serve(
     On shutdown, live readers are released at once and in-flight requests get
     `config.shutdown_grace` seconds to finish. `task_status.started` receives
     the `StreamService`, whose `bound_urls` name the listening addresses.
+    With `config.workers` above 1 this process is one worker of several (see
+    `ds_trio.workers`) serving `listen_fd`; otherwise it does everything itself.
     """
     service = StreamService(config, store or await open_store(config), StreamWatchers())
     observe_commits(service)
-    service.subscriptions = build_manager(service)
-    await service.subscriptions.load()
     app = create_app(service)
 
     async def trigger() -> None:
@@ -132,14 +128,16 @@ async def serve(
     async def run_hypercorn(
         nursery: trio.Nursery, *, task_status: trio.TaskStatus[list[str]]
     ) -> None:
-        hyper = hypercorn_config(config)
+        hyper = hypercorn_config(config, listen_fd)
         await hypercorn_serve(app, hyper, shutdown_trigger=trigger, task_status=task_status)
         nursery.cancel_scope.cancel()  # the sweepers and deliveries end with the server
 
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(sweep_expired, service)
-            await nursery.start(service.subscriptions.run)  # webhook deliveries live here
+            if config.workers > 1:
+                await nursery.start(WorkerGroup(service, app).run)
+            else:
+                await start_duties(service, nursery)
             service.bound_urls = list(await nursery.start(run_hypercorn, nursery))
             task_status.started(service)
     finally:

@@ -30,6 +30,7 @@ from ..subscriptions import SubscriptionManager
 from . import ops, reads, streams, subscriptions
 from .common import header, list_header, text_response
 from .exchange import end_response_after_request
+from .forward import Forwarding
 
 __all__ = ["StreamService", "create_app"]
 
@@ -91,6 +92,8 @@ class StreamService:
     metrics: Metrics = field(default_factory=Metrics)
     bound_urls: list[str] = field(default_factory=list)  # set once the server listens
     subscriptions: SubscriptionManager | None = None  # None: the __ds APIs answer 404
+    forwarding: Forwarding | None = None  # with several workers: how to reach the leader
+    peer_events: Callable[[str, str], None] | None = None  # subscription events for the leader
     compress_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(2))
 
     def stream_name(self) -> str:

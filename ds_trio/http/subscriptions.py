@@ -22,16 +22,27 @@ from ..subscriptions import DeliverySettings, Signer, SubscriptionManager, load_
 from ..subscriptions.codec import public_view, stream_views
 from ..subscriptions.errors import InvalidSubscriptionRequest, SubscriptionError
 from .common import public_base_url
+from .forward import forward_to_leader, forwarded_base_url
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from .app import StreamService
 
-__all__ = ["add_routes", "body_path", "build_manager", "notify_append", "notify_delete"]
+__all__ = [
+    "APPENDED",
+    "DELETED",
+    "add_routes",
+    "body_path",
+    "build_manager",
+    "notify_append",
+    "notify_delete",
+]
 
 log = logging.getLogger("ds_trio.subscriptions")
 
+APPENDED: Final = "A"  # subscription events other workers send the leader
+DELETED: Final = "D"
 JWKS_MEDIA_TYPE: Final = "application/jwk-set+json"
 JWKS_CACHE: Final = "public, max-age=300"
 
@@ -94,8 +105,13 @@ def build_manager(service: StreamService) -> SubscriptionManager:
 
 
 async def notify_append(service: StreamService, name: str) -> None:
-    """Tell the subscriptions that `name` has new data (never fails the caller)."""
-    if service.subscriptions is not None:
+    """Tell the subscriptions that `name` has new data (never fails the caller).
+
+    In a worker that does not hold them, the event goes to the worker that does.
+    """
+    if service.subscriptions is None and service.peer_events is not None:
+        service.peer_events(APPENDED, name)
+    elif service.subscriptions is not None:
         try:
             await service.subscriptions.on_append(name)
         except ProtocolError as exc:
@@ -104,7 +120,9 @@ async def notify_append(service: StreamService, name: str) -> None:
 
 async def notify_delete(service: StreamService, name: str) -> None:
     """Tell the subscriptions that `name` is gone."""
-    if service.subscriptions is not None:
+    if service.subscriptions is None and service.peer_events is not None:
+        service.peer_events(DELETED, name)
+    elif service.subscriptions is not None:
         try:
             await service.subscriptions.on_delete(name)
         except ProtocolError as exc:
@@ -155,7 +173,8 @@ async def _subscription_route(service: StreamService, sub_id: str, rest: list[st
         if request.method == "GET":
             return _json(200, public_view(manager.get(sub_id), manager.signer.kid, root))
         body = await _body()
-        created, sub = await manager.put(sub_id, body, public_base_url(service.config.trusted_proxies))
+        base_url = forwarded_base_url(service) or public_base_url(service.config.trusted_proxies)
+        created, sub = await manager.put(sub_id, body, base_url)
         return _json(201 if created else 200, public_view(sub, manager.signer.kid, root))
     action = rest[0]
     if action == "streams":
@@ -200,6 +219,8 @@ def add_routes(app: QuartTrio, service: StreamService) -> None:
         raw_path = request.scope.get("raw_path") or request.path.encode()
         path = raw_path.decode("latin-1").split("?", 1)[0]
         tail = path[len(prefix) :] if path.startswith(prefix) else ""
+        if service.subscriptions is None and service.forwarding is not None:
+            return await forward_to_leader(service, service.forwarding)  # another worker has them
         if tail == "jwks.json" and service.subscriptions is not None:
             _allow("GET", "HEAD")
             response = Response(json.dumps(service.subscriptions.signer.jwks()), status=200)
