@@ -32,20 +32,23 @@ class SuiteResult:
 
 
 class ServerProcess:
-    """`python -m ds_trio dev --port 0 ARGS` in a child process.
+    """`python -m ds_trio dev --port 0 ARGS` in a child process (`command` for another).
 
     A reader thread drains its output (so a chatty server never blocks on a
-    full pipe) and signals when the server has printed its URL.
+    full pipe) and signals when the server has printed its URL. The server
+    runs in a session of its own, so `kill` takes its workers with it.
     """
 
-    def __init__(self, *args: str, startup_timeout: float = 30.0) -> None:
+    def __init__(self, *args: str, startup_timeout: float = 30.0, command: str = "dev") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ds_trio", "dev", "--host", "127.0.0.1", "--port", "0", *args],
+            [sys.executable, "-m", "ds_trio", command, "--host", "127.0.0.1", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
         )
         self.output: list[str] = []
+        self._new_output = threading.Condition()
         self._ready = threading.Event()
         self.base_url = ""
         self._reader = threading.Thread(target=self._drain, daemon=True)
@@ -57,12 +60,27 @@ class ServerProcess:
     def _drain(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self.output.append(line)
+            with self._new_output:
+                self.output.append(line)
+                self._new_output.notify_all()
             match = _URL_RE.search(line)
             if match and not self.base_url:
                 self.base_url = match.group(1)
                 self._ready.set()
         self._ready.set()  # the process ended
+
+    def wait_for_output(self, pattern: str, timeout: float, *, after: int = 0) -> re.Match[str]:
+        """The first match of `pattern` in an output line from line `after` on, waiting for it."""
+        compiled = re.compile(pattern)
+        seen = after
+        with self._new_output:
+            while True:
+                for line in self.output[seen:]:
+                    if match := compiled.search(line):
+                        return match
+                seen = len(self.output)
+                if not self._new_output.wait(timeout):
+                    raise TimeoutError(f"no {pattern!r} in the output:\n" + "".join(self.output[-40:]))
 
     def _finish(self) -> None:
         self._reader.join(timeout=10)
@@ -81,8 +99,11 @@ class ServerProcess:
             self._finish()
 
     def kill(self) -> int:
-        """SIGKILL the server and reap it; returns its exit code."""
-        self.process.kill()
+        """SIGKILL the server and every process of its session; returns its exit code."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         code = self.process.wait()
         self._finish()
         return code

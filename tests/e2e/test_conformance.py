@@ -2,7 +2,8 @@
 pinned in tests/conformance/package-lock.json) against a real ds_trio process.
 
 The server runs with a 500 ms long-poll timeout, as the upstream servers do
-under this suite. Every case must pass against both stores: 338 of 338,
+under this suite. Every case must pass against both stores, and against two
+worker processes sharing one LMDB data dir: 338 of 338,
 forks included, and the opt-in subscription group (enabled with
 `subscriptions: true` in conformance.test.mjs) with its 6 cases.
 """
@@ -29,11 +30,13 @@ def _is_protocol(title: str) -> bool:
     return not _is_subscription(title)
 
 
-@pytest.mark.parametrize("store", ["memory", "lmdb"])
+@pytest.mark.parametrize("store", ["memory", "lmdb", "lmdb-2-workers"])
 def test_conformance(store: str, tmp_path: Path) -> None:
     args = ["--long-poll-timeout", "500ms", "--access-log"]
-    if store == "lmdb":
+    if store.startswith("lmdb"):
         args += ["--data-dir", str(tmp_path / "data")]
+    if store == "lmdb-2-workers":
+        args += ["--workers", "2"]
     server = ServerProcess(*args)
     try:
         result = run_suite(server.base_url, tmp_path / "report.json")
