@@ -54,6 +54,7 @@ OCTET: Final = "application/octet-stream"
 JSON_TYPE: Final = "application/json"
 
 CYCLES: Final = 20  # kill/restart cycles in the main test
+WORKER_CYCLES: Final = 8  # the same, against a server of two workers
 BURST_CYCLES: Final = 6  # kill/restart cycles in the one-stream burst test
 BURST_PRODUCERS: Final = 6
 KILL_DELAY: Final = (0.05, 0.4)  # seconds after the writers start
@@ -1001,6 +1002,15 @@ async def run_cycles(
 
 async def test_sigkill_during_concurrent_writers(tmp_path: Path) -> None:
     """Twenty SIGKILLs under plain, producer, JSON-batch and closing writers."""
+    await _concurrent_writers(tmp_path, CYCLES)
+
+
+async def test_sigkill_of_a_two_worker_server_during_concurrent_writers(tmp_path: Path) -> None:
+    """The same writers against two workers; each kill takes the whole server (its session)."""
+    await _concurrent_writers(tmp_path, WORKER_CYCLES, "--workers", "2")
+
+
+async def _concurrent_writers(tmp_path: Path, cycles: int, *args: str) -> None:
     seed = master_seed()
     print(f"crash seed: {seed}")
     world = World(seed)
@@ -1011,7 +1021,7 @@ async def test_sigkill_during_concurrent_writers(tmp_path: Path) -> None:
     world.jsons = [JsonStream("json-0")]
     settings = tmp_path / "ds_trio.toml"
     settings.write_text(f'lmdb_map_size = "{SMALL_MAP}"\n')
-    server = Server(tmp_path / "data", seed, "--config", str(settings))
+    server = Server(tmp_path / "data", seed, "--config", str(settings), *args)
     big_cycles = 0
 
     def writers(cycle: Cycle, nursery: trio.Nursery, wrng: random.Random) -> bool:
@@ -1035,7 +1045,7 @@ async def test_sigkill_during_concurrent_writers(tmp_path: Path) -> None:
     try:
         await server.start()
         await create_streams(server, world)
-        delays = await run_cycles(server, world, f"{seed}:writers", CYCLES, writers, KILL_DELAY)
+        delays = await run_cycles(server, world, f"{seed}:writers", cycles, writers, KILL_DELAY)
         # Finally a clean stop and one more restart: nothing may change across it.
         assert await server.stop() == 0, f"crash seed {seed}: graceful stop failed"
         await server.start()
@@ -1046,15 +1056,15 @@ async def test_sigkill_during_concurrent_writers(tmp_path: Path) -> None:
     acked = {s.name: len(s.seen) for s in world.byte_streams()}
     closes = sum(e.close == "closed" for e in world.closed)
     print(
-        f"crash seed {seed}: {CYCLES} kills ({big_cycles} aimed at big appends), delays "
+        f"crash seed {seed}: {cycles} kills ({big_cycles} aimed at big appends), delays "
         f"{min(delays):.3f}-{max(delays):.3f}s; records kept {acked}; "
         f"json messages {len(world.jsons[0].verified)}; "
         f"closed streams {closes}/{len(world.closed)}; "
         f"409 probes {world.probes}; events: {dict(sorted(world.stats.items()))}"
     )
-    assert sum(acked.values()) > CYCLES, f"crash seed {seed}: the writers barely wrote"
+    assert sum(acked.values()) > cycles, f"crash seed {seed}: the writers barely wrote"
     assert closes > 0, f"crash seed {seed}: no close ever survived"
-    assert sum(n for k, n in world.stats.items() if k.startswith("unanswered")) >= CYCLES, (
+    assert sum(n for k, n in world.stats.items() if k.startswith("unanswered")) >= cycles, (
         f"crash seed {seed}: the kills rarely caught a request in flight: {world.stats}"
     )
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
+import pytest
 import trio
 
 from ..subscriptions.receiver import start_receiver
@@ -425,12 +426,17 @@ async def hook_catches_up(server: Server, world: World) -> None:
                 await trio.sleep(0.1)
 
 
-async def test_sigkill_during_subscription_work(tmp_path: Path) -> None:
-    """Twelve SIGKILLs under writers, a creator and pull-wake workers, with a webhook too."""
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigkill_during_subscription_work(tmp_path: Path, workers: int) -> None:
+    """Twelve SIGKILLs under writers, a creator and pull-wake workers, with a webhook too.
+
+    With two server workers the subscription requests that reach the other
+    worker are forwarded to the leader, and each kill takes both.
+    """
     seed = master_seed()
     print(f"crash seed: {seed}")
     world = World(seed)
-    server = Server(tmp_path / "data", seed)
+    server = Server(tmp_path / "data", seed, *(["--workers", str(workers)] if workers > 1 else []))
     started = trio.current_time()
     delays: list[float] = []
     try:
