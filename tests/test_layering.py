@@ -1,4 +1,4 @@
-"""The direction of imports: protocol <- store <- live/subscriptions <- http <- server.
+"""The direction of imports: protocol <- store <- live/subscriptions <- http <- workers <- server.
 
 The pure core must stay pure (no trio, quart, hypercorn, lmdb, httpx or
 cryptography), and no layer may reach up into one built on it.
@@ -19,6 +19,8 @@ FORBIDDEN = {
     "store": {"live", "http", "server", "config", "subscriptions", "metrics", "asgi"},
     "live": {"store", "http", "server", "config", "subscriptions"},
     "subscriptions": {"store", "http", "server", "config"},
+    "http": {"workers", "server", "asgi"},
+    "workers": {"server", "asgi"},
 }
 
 

@@ -38,6 +38,8 @@ __all__ = ["WorkerGroup"]
 log = logging.getLogger("ds_trio.workers")
 
 CHANGED: Final = "N"  # a stream changed: wake its readers
+_PRIVATE_LOG: Final = logging.getLogger("ds_trio.workers.private")
+_PRIVATE_LOG.setLevel(logging.WARNING)
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
@@ -81,6 +83,7 @@ class WorkerGroup:
             async with httpx.AsyncClient(timeout=service.config.webhook_timeout) as client:
                 async with trio.open_nursery() as nursery:
                     self.private_url = (await nursery.start(self._serve_privately))[0]
+                    log.info("worker %d also listens privately on %s", os.getpid(), self.private_url)
                     service.forwarding = Forwarding(self.secret, self._leader, client)
                     about = {"pid": os.getpid(), "url": self.private_url}
                     await nursery.start(self._bus.run, about)
@@ -100,7 +103,7 @@ class WorkerGroup:
         hyper = HyperConfig()
         hyper.bind = ["127.0.0.1:0"]
         hyper.accesslog = None
-        hyper.errorlog = logging.getLogger("hypercorn.error")
+        hyper.errorlog = _PRIVATE_LOG  # not Hypercorn's "Running on": clients never use this port
         hyper.include_server_header = False
         hyper.graceful_timeout = self.service.config.shutdown_grace
         await hypercorn_serve(_without_lifespan(self._app), hyper, task_status=task_status)  # type: ignore[arg-type]

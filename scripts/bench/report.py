@@ -27,6 +27,7 @@ RATIOS: Final = (
     ("lmdb/mem", "ds_trio-lmdb", "ds_trio-memory"),
     ("mem/node", "ds_trio-memory", "node-memory"),
     ("lmdb/nfile", "ds_trio-lmdb", "node-file"),
+    ("2w/1w", "ds_trio-lmdb-2w", "ds_trio-lmdb"),
 )
 BUSY_CLIENT_PCT: Final = 85.0  # a client this busy may be what limits the figure
 BUSY_BOX_PCT: Final = 15.0  # CPU neither server nor client had (other + stolen; quiet: ~3%)
@@ -230,17 +231,17 @@ def chart(path: Path, cases: list[Case], targets: list[str], results: Results, t
     )
     colours = {name: f"C{i}" for i, name in enumerate(TARGETS)}
     for ax, (case_id, key, label, unit) in zip(axes.flat, rows):
-        values, failed = [], []
+        values, notes = [], []
         for target in targets:
             outcome = results[target].get(case_id)
             figure = outcome.figures.get(key) if isinstance(outcome, Outcome) else None
             values.append(figure.value if figure and figure.value is not None else 0.0)
-            failed.append(figure is None or not figure.ok)
+            notes.append("not run" if outcome is None else "failed" if figure is None or not figure.ok else "")
         bars = ax.bar(range(len(targets)), values, color=[colours[t] for t in targets])
-        for bar, value, bad in zip(bars, values, failed):
-            bar.set_hatch("//" if bad else "")
+        for bar, value, note in zip(bars, values, notes):
+            bar.set_hatch("//" if note == "failed" else "")
             ax.annotate(
-                "failed" if bad else _number(value),
+                note or _number(value),
                 (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                 ha="center", va="bottom", fontsize=7,
             )  # fmt: skip

@@ -24,7 +24,7 @@ from servers import (
     Server,
     box_cpu_seconds,
     children_cpu_seconds,
-    cpu_seconds,
+    tree_cpu_seconds,
 )
 
 MIB: Final = 1 << 20
@@ -150,14 +150,14 @@ class Http:
 
 def run_client(server: Server, argv: list[str]) -> tuple[str, dict[str, float]]:
     """Run a load generator to its end; its stdout, and CPU % of server and client."""
-    server_before, client_before = cpu_seconds(server.pid), children_cpu_seconds()
+    server_before, client_before = tree_cpu_seconds(server.pid), children_cpu_seconds()
     box_before, steal_before = box_cpu_seconds()
     started = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=CLIENT_TIMEOUT, check=False)
     wall = time.monotonic() - started
     if not server.alive():
         raise RuntimeError(f"{server.target.name} exited during the run:\n{server.log_tail()}")
-    server_s = cpu_seconds(server.pid) - server_before
+    server_s = tree_cpu_seconds(server.pid) - server_before
     client_s = children_cpu_seconds() - client_before
     box_after, steal_after = box_cpu_seconds()
 
@@ -194,6 +194,8 @@ def _wrk(server: Server, seconds: float, script: str, threads: int, *args: str) 
 
 def _fanout(server: Server, config: dict[str, Any]) -> ClientResult:
     config = {"port": server.port, "server_pid": server.pid, **config}
+    if server.target.processes > 1:
+        config["rss"] = False
     stdout, cpu = run_client(server, ["node", str(NODE_DIR / "fanout.mjs"), json.dumps(config)])
     return json.loads(stdout.strip().splitlines()[-1]), cpu
 
@@ -310,7 +312,7 @@ def longpoll_fanout(n: int, rss: bool = False) -> Run:
         ok = errors == 0 and result["settled"]
         figures = _latency_figures(result, ok)
         figures["errors"] = Figure("missing/wrong responses", "count", "check", errors, ok=ok)
-        if rss:
+        if "rss" in result:
             figures["rss"] = _rss_figure(result, "long-poll", ok)
         return Outcome(figures, cpu, result)
 
@@ -335,7 +337,7 @@ def sse_fanout(n: int, rss: bool = False) -> Run:
             result["appends_per_s"], ok=ok,
         )  # fmt: skip
         figures["errors"] = Figure("subscribers missing messages", "count", "check", bad, ok=ok)
-        if rss:
+        if "rss" in result:
             figures["rss"] = _rss_figure(result, "SSE", ok)
         return Outcome(figures, cpu, result)
 

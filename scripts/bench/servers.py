@@ -37,6 +37,8 @@ class Target:
     argv: tuple[str, ...]  # "{data}": a fresh data dir; "{timeout}", "{timeout_ms}": long-poll
     url_pattern: str  # regex; group 1 is http://host:port
     read_cap: str  # the most one catch-up response carries
+    scenarios: tuple[str, ...] | None = None  # the only scenarios it runs (None: all)
+    processes: int = 1  # more than one: its RSS is not one process's, so it is not measured
 
     def command(self, data_dir: Path, long_poll_timeout: float) -> list[str]:
         values = {
@@ -69,6 +71,15 @@ TARGETS: Final = {
             (*_DS_TRIO, *_DS_TRIO_FLAGS, "--data-dir", "{data}"),
             _DS_TRIO_URL,
             "1 MiB (default --max-read-bytes)",
+        ),
+        Target(
+            "ds_trio-lmdb-2w",
+            "ds_trio, LMDB store, two worker processes (--workers 2)",
+            (*_DS_TRIO, *_DS_TRIO_FLAGS, "--data-dir", "{data}", "--workers", "2"),
+            _DS_TRIO_URL,
+            "1 MiB (default --max-read-bytes)",
+            ("append_small", "longpoll_fanout"),
+            processes=3,
         ),
         Target(
             "ceiling",
@@ -170,6 +181,21 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of stat(5)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """`cpu_seconds` of a process and its live descendants (a supervisor's workers)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += cpu_seconds(current)
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    pending.extend(int(child) for child in handle.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended meanwhile
+    return total
 
 
 def box_cpu_seconds() -> tuple[float, float]:

@@ -11,11 +11,11 @@
 // sockets with just enough HTTP/1.1 (Content-Length, chunked, close-delimited).
 //
 // "All waiters are registered" is judged from the server's CPU time in
-// /proc/<server_pid>/stat: once every request has been written, a server that
-// has stopped using CPU has read and parked them all. SSE subscribers are
+// /proc/<server_pid>/stat, its workers' included: once every request has been
+// written, a server that has stopped using CPU has read and parked them all. SSE subscribers are
 // ready when their first control event arrives.
 import net from "node:net"
-import { readFileSync } from "node:fs"
+import { readFileSync, readdirSync } from "node:fs"
 import { StringDecoder } from "node:string_decoder"
 
 const HEAD_END = Buffer.from("\r\n\r\n")
@@ -159,10 +159,25 @@ class SseParser {
 }
 
 /** The server's utime + stime, in clock ticks. */
+/** utime + stime of the server and its live descendants (a supervisor's workers). */
 function serverTicks(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, "latin1")
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-  return Number(fields[11]) + Number(fields[12]) // utime + stime
+  let ticks = 0
+  const pending = [pid]
+  while (pending.length) {
+    const current = pending.pop()
+    try {
+      const stat = readFileSync(`/proc/${current}/stat`, "latin1")
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      ticks += Number(fields[11]) + Number(fields[12])
+      for (const task of readdirSync(`/proc/${current}/task`)) {
+        const children = readFileSync(`/proc/${current}/task/${task}/children`, "latin1").trim()
+        if (children) pending.push(...children.split(" ").map(Number))
+      }
+    } catch {
+      // it ended meanwhile
+    }
+  }
+  return ticks
 }
 
 function serverRss(pid) {
