@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import trio
 
-__all__ = ["PEERS_DIR", "PeerBus", "decode_events", "encode_events", "read_peers"]
+__all__ = ["PEERS_DIR", "PeerBus", "PendingEvents", "decode_events", "encode_events", "read_peers"]
 
 log = logging.getLogger("ds_trio.workers")
 
@@ -93,13 +93,35 @@ def read_peers(data_dir: Path) -> dict[str, dict[str, Any]]:
     return peers
 
 
+class PendingEvents:
+    """Events waiting for one consumer: deduplicated, in the order of their latest arrival."""
+
+    __slots__ = ("_events", "_ready")
+
+    def __init__(self) -> None:
+        self._events: dict[tuple[str, str], None] = {}
+        self._ready = trio.Event()
+
+    def add(self, kind: str, name: str) -> None:
+        key = (kind, name)
+        self._events.pop(key, None)  # re-queued at the end: the latest order counts
+        self._events[key] = None
+        self._ready.set()
+
+    async def take(self) -> list[tuple[str, str]]:
+        """Wait for events, then take every one queued so far."""
+        await self._ready.wait()
+        self._ready = trio.Event()
+        events, self._events = list(self._events), {}
+        return events
+
+
 class _Peer:
-    __slots__ = ("address", "pending", "ready")
+    __slots__ = ("address", "pending")
 
     def __init__(self, address: bytes) -> None:
         self.address = address
-        self.pending: dict[tuple[str, str], None] = {}  # insertion-ordered, deduplicated
-        self.ready = trio.Event()
+        self.pending = PendingEvents()
 
 
 class PeerBus:
@@ -130,11 +152,8 @@ class PeerBus:
 
     def publish(self, kind: str, name: str) -> None:
         """Queue the event (`kind` is one ASCII letter) for every other worker."""
-        key = (kind, name)
         for peer in self._peers.values():
-            peer.pending.pop(key, None)  # re-queued at the end: the latest order counts
-            peer.pending[key] = None
-            peer.ready.set()
+            peer.pending.add(kind, name)
 
     async def run(
         self, about: dict[str, Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -152,7 +171,7 @@ class PeerBus:
                 self._nursery = nursery
                 for peer_id in read_peers(self._dir.parent):
                     if peer_id != self.peer_id:
-                        self._add(peer_id).pending[(HELLO, self.peer_id)] = None
+                        self._add(peer_id).pending.add(HELLO, self.peer_id)
                 task_status.started()
                 await self._receive(sock)
         finally:
@@ -166,7 +185,6 @@ class PeerBus:
             peer = self._peers[peer_id] = _Peer(self._address(peer_id))
             assert self._nursery is not None
             self._nursery.start_soon(self._send_to, peer_id, peer)
-        peer.ready.set()
         return peer
 
     async def _receive(self, sock: trio.socket.SocketType) -> None:
@@ -189,10 +207,7 @@ class PeerBus:
         try:
             await sock.connect(peer.address)
             while True:
-                await peer.ready.wait()
-                peer.ready = trio.Event()
-                events, peer.pending = list(peer.pending), {}
-                for datagram in encode_events(events):
+                for datagram in encode_events(await peer.pending.take()):
                     await sock.send(datagram)  # waits while the peer's queue is full
         except OSError as exc:
             if exc.errno not in _GONE:

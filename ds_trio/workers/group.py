@@ -29,7 +29,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from ..http import StreamService
 from ..http.forward import Forwarding
 from ..http.subscriptions import APPENDED, DELETED, notify_append, notify_delete
-from .bus import PeerBus
+from .bus import PeerBus, PendingEvents
 from .duties import start_duties
 from .leader import LeaderLock, read_leader
 
@@ -73,8 +73,7 @@ class WorkerGroup:
         self.is_leader = False
         self._app = app
         self._bus = PeerBus(self.data_dir, self._on_event)
-        self._hooks: dict[tuple[str, str], None] = {}  # subscription events waiting for the leader
-        self._hooks_ready = trio.Event()
+        self._hooks = PendingEvents()  # the other workers' subscription events, for the leader
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         service = self.service
@@ -136,17 +135,12 @@ class WorkerGroup:
         if kind == CHANGED:
             self.service.watchers.wake(name)
         elif kind in (APPENDED, DELETED) and self.is_leader:
-            self._hooks.pop((kind, name), None)
-            self._hooks[(kind, name)] = None
-            self._hooks_ready.set()
+            self._hooks.add(kind, name)
 
     async def _run_hooks(self) -> None:
         """Hand the other workers' stream events to the subscriptions, in order."""
         while True:
-            await self._hooks_ready.wait()
-            self._hooks_ready = trio.Event()
-            events, self._hooks = list(self._hooks), {}
-            for kind, name in events:
+            for kind, name in await self._hooks.take():
                 if kind == APPENDED:
                     await notify_append(self.service, name)
                 else:
