@@ -109,6 +109,8 @@ class WorkerGroup:
 
     async def _wait_to_lead(self, lock: LeaderLock, nursery: trio.Nursery) -> None:
         await lock.acquire()
+        if self.service.watchers.closed:
+            return  # the leader went because the whole server is stopping
         log.info("worker %d takes over the subscriptions and the expiry sweep", os.getpid())
         await self._lead(lock, nursery)
 

@@ -11,8 +11,12 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import trio
 
 SUITE_DIR = Path(__file__).resolve().parent.parent / "conformance"
 _URL_RE = re.compile(r"streams at (http://\S+?)/v1/stream/")
@@ -107,6 +111,26 @@ class ServerProcess:
         code = self.process.wait()
         self._finish()
         return code
+
+
+@asynccontextmanager
+async def running_hypercorn(env: dict[str, str], *args: str) -> AsyncIterator[trio.Process]:
+    """`hypercorn --worker-class trio ARGS ds_trio.asgi:app`, stdout piped; SIGTERM at the end.
+
+    Check `process.returncode` after the block.
+    """
+    command = [sys.executable, "-m", "hypercorn", "--worker-class", "trio", *args, "ds_trio.asgi:app"]
+    process = await trio.lowlevel.open_process(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            await process.wait()
+        assert process.stdout is not None
+        await process.stdout.aclose()
 
 
 def run_suite(base_url: str, report: Path, timeout: float = 1200.0) -> SuiteResult:

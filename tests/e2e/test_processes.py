@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from .conformance import ServerProcess
+from .conformance import ServerProcess, running_hypercorn
 
 TEXT = {"Content-Type": "text/plain"}
 WRITE_BYTES = 48 << 20
@@ -39,11 +39,7 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
 
 async def test_hypercorn_serves_the_asgi_app_from_the_environment(tmp_path: Path) -> None:
     env = dict(os.environ, DS_TRIO_DATA_DIR=str(tmp_path / "data"), DS_TRIO_LONG_POLL_TIMEOUT="200ms")
-    command = [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind", "127.0.0.1:0"]
-    process = await trio.lowlevel.open_process(
-        [*command, "ds_trio.asgi:app"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
+    async with running_hypercorn(env, "--bind", "127.0.0.1:0") as process:
         assert process.stdout is not None
         seen = b""
         with trio.fail_after(30):
@@ -59,12 +55,7 @@ async def test_hypercorn_serves_the_asgi_app_from_the_environment(tmp_path: Path
             poll = await client.get(f"{base}/v1/stream/s", params={"offset": tail, "live": "long-poll"})
             assert poll.status_code == 204  # the environment's 200ms timeout applies
             assert (await client.get(f"{base}/readyz")).text.strip() == "ready"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(30):
-            exit_code = await process.wait()
-        await process.stdout.aclose()
-    assert exit_code == 0
+    assert process.returncode == 0
     reopened = ServerProcess("--data-dir", str(tmp_path / "data"))
     try:
         with httpx.Client() as client:

@@ -23,7 +23,7 @@ import trio
 
 from ds_trio.workers.bus import read_peers
 
-from ..e2e.conformance import ServerProcess
+from ..e2e.conformance import running_hypercorn
 from .helpers import TEXT, leader_pid, live_readers, start_workers, summary, until_reading, worker_urls
 
 ROUNDS = 30  # cross-worker wake-ups measured per test
@@ -251,15 +251,7 @@ def test_sigterm_stops_every_worker_and_their_registrations_go(tmp_path: Path) -
 async def test_hypercorn_workers_join_one_server(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = dict(os.environ, DS_TRIO_DATA_DIR=str(data), DS_TRIO_LONG_POLL_TIMEOUT="30s")
-    command = [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--workers", "2"]
-    process = await trio.lowlevel.open_process(
-        [*command, "--bind", "127.0.0.1:0", "ds_trio.asgi:app"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    async with running_hypercorn(env, "--workers", "2", "--bind", "127.0.0.1:0") as process:
         assert process.stdout is not None
         seen = b""
         with trio.fail_after(30):
@@ -285,12 +277,7 @@ async def test_hypercorn_workers_join_one_server(tmp_path: Path) -> None:
                     await http.post(f"{writer}/v1/stream/h", content=b"across", headers=TEXT)
             assert answered[0].status_code == 200 and answered[0].content == b"across"
             assert await live_readers(http, reader, "long-poll") == 0
-    finally:
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(30):
-            exit_code = await process.wait()
-        await process.stdout.aclose()
-    assert exit_code == 0
+    assert process.returncode == 0
 
 
 def test_hypercorn_workers_refuse_to_share_an_in_memory_store() -> None:
