@@ -72,12 +72,11 @@ def _config(args: argparse.Namespace) -> Config:
             raise ConfigError(f"cannot read {args.config}: {exc}") from exc
     if args.command == "dev":  # development: webhooks may call back to this machine over http
         settings.setdefault("webhook_allow_http_loopback", True)
-    config = Config.from_mapping(settings)
     if args.command == "serve":
-        config = config.with_changes(**env_settings())
+        settings.update(env_settings())
     names = [flag[2:].replace("-", "_") for flag, _ in _FLAGS] + ["access_log"]
-    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    return config.with_changes(**flags)
+    settings.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
+    return Config.from_mapping(settings)  # checked once, whole: workers = 2 may come before data_dir
 
 
 def _cannot_listen(config: Config, exc: BaseException) -> int:

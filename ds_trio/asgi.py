@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import tomllib
 from typing import Any
 
 from quart_trio import QuartTrio
@@ -42,10 +43,12 @@ class _StoreNotOpen:
 
 def config_from_environment() -> Config:
     """`DS_TRIO_CONFIG` (a TOML file), overridden by the other `DS_TRIO_*` variables."""
-    settings = env_settings()
     path = os.environ.get("DS_TRIO_CONFIG")
-    base = Config.from_toml(path) if path else Config()
-    return base.with_changes(**settings)
+    settings: dict[str, object] = {}
+    if path:
+        with open(path, "rb") as handle:
+            settings = tomllib.load(handle)
+    return Config.from_mapping({**settings, **env_settings()})
 
 
 def create_asgi_app(config: Config | None = None, *, tune_gc_at_start: bool = False) -> QuartTrio:

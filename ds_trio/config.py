@@ -13,6 +13,7 @@ from typing import Any, Final
 
 __all__ = ["Config", "ConfigError", "env_settings", "parse_duration", "parse_size"]
 
+MAX_WORKERS: Final = 64  # processes; more than any machine this serves has cores for
 SECONDS: Final = 1.0
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
@@ -96,8 +97,8 @@ class Config:
             raise ConfigError(f"port out of range: {self.port}")
         if self.store_threads < 1:
             raise ConfigError("store_threads must be at least 1")
-        if self.workers < 1:
-            raise ConfigError("workers must be at least 1")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be between 1 and {MAX_WORKERS}")
         if self.workers > 1 and self.data_dir is None:
             raise ConfigError(
                 "workers: the in-memory store lives in one process; "

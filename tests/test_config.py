@@ -37,6 +37,10 @@ def test_sizes(text: str, size: int) -> None:
         ("port", "http", "port must be an integer"),
         ("port", "70000", "port out of range"),
         ("store_threads", "0", "store_threads must be at least 1"),
+        ("workers", "0", "workers must be between 1 and 64"),
+        ("workers", "65", "workers must be between 1 and 64"),
+        ("workers", "two", "workers must be an integer"),
+        ("workers", "2", "the in-memory store lives in one process"),
         ("lmdb_sync", "maybe", "lmdb_sync must be true or false"),
         ("cache_visibility", "shared", "cache_visibility must be"),
         ("log_level", "loud", "log_level must be one of"),
@@ -60,6 +64,18 @@ def test_toml_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.Mo
     assert config.port == 5000 and config.host == "0.0.0.0"  # from the file
     assert config.long_poll_timeout == 20.0  # the environment beats the file
     assert config.max_read_bytes == 4 << 20  # a flag beats both
+
+
+def test_workers_and_their_data_dir_may_come_from_different_places(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = tmp_path / "ds_trio.toml"
+    toml.write_text("workers = 2\n")
+    args = _parser().parse_args(["serve", "--config", str(toml), "--data-dir", str(tmp_path / "d")])
+    assert _config(args).workers == 2
+    monkeypatch.setenv("DS_TRIO_WORKERS", "3")
+    monkeypatch.setenv("DS_TRIO_DATA_DIR", str(tmp_path / "d"))
+    assert _config(_parser().parse_args(["serve"])).workers == 3
 
 
 def test_dev_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
