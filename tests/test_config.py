@@ -104,3 +104,18 @@ def test_http_webhooks_to_this_machine_only_in_dev() -> None:
 def test_other_tools_ds_trio_variables_are_not_settings() -> None:
     environ = {"DS_TRIO_PORT": "5000", "DS_TRIO_DOMAIN": "example.com", "DS_TRIO_VENV": "/v"}
     assert Config.from_env(environ).port == 5000
+
+
+def test_the_asgi_app_reads_its_file_then_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ds_trio.asgi import config_from_environment
+
+    toml = tmp_path / "ds_trio.toml"
+    toml.write_text('workers = 2\nlong_poll_timeout = "5s"\n')
+    monkeypatch.setenv("DS_TRIO_CONFIG", str(toml))
+    monkeypatch.setenv("DS_TRIO_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("DS_TRIO_LONG_POLL_TIMEOUT", "7s")
+    config = config_from_environment()
+    assert config.workers == 2 and config.data_dir == tmp_path / "d"
+    assert config.long_poll_timeout == 7.0
