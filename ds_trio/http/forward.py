@@ -4,8 +4,9 @@ With several workers, one of them (the leader) holds the subscriptions in
 memory and delivers them; a request for them that reaches another worker is
 sent on to the leader's private loopback address and its answer passed back.
 The forwarding worker names the public base URL the client used, and proves
-with the leader's secret that the request comes from a worker; a request that
-was forwarded once is never forwarded again (503 while leadership moves).
+with the leader's secret that the request comes from a worker (a client's own
+copies of these headers are replaced); a request that was forwarded once is
+never forwarded again (503 while leadership moves).
 """
 
 from __future__ import annotations
@@ -67,12 +68,13 @@ def forwarded_base_url(service: StreamService) -> str | None:
 
 async def forward_to_leader(service: StreamService, forwarding: Forwarding) -> Response:
     """Send the current request to the leader and relay its answer."""
-    if header(FORWARD_HEADER) is not None:
-        raise LeaderUnavailable("the subscriptions are moving to another worker; retry", {"Retry-After": "1"})
     leader = forwarding.leader()
     if leader is None:
         raise LeaderUnavailable("no worker holds the subscriptions yet; retry", {"Retry-After": "1"})
     url, secret = leader
+    proof = header(FORWARD_HEADER)
+    if proof is not None and hmac.compare_digest(proof, secret):  # sent here by a worker: never twice
+        raise LeaderUnavailable("the subscriptions are moving to another worker; retry", {"Retry-After": "1"})
     target = request.scope.get("raw_path") or request.path.encode()
     query = request.scope.get("query_string") or b""
     path = target.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")

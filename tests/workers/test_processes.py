@@ -321,3 +321,24 @@ def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert re.search(r"not empty and is not a ds_trio data directory", refused.stderr)
     assert sorted(os.listdir(data)) == ["notes.txt"]
+
+
+async def test_a_client_cannot_pose_as_a_forwarding_worker(tmp_path: Path) -> None:
+    settings = tmp_path / "ds_trio.toml"
+    settings.write_text("webhook_allow_http_loopback = true\n")
+    data = tmp_path / "data"
+    server = start_workers(data, "--config", str(settings))
+    forged = {"DS-Trio-Forward": "guess", "DS-Trio-Base-Url": "http://evil.example"}
+    try:
+        async with httpx.AsyncClient(timeout=20) as http:
+            for index, worker in enumerate(worker_urls(data).values()):  # the leader, and the other
+                made = await http.put(
+                    f"{worker}/v1/stream/__ds/subscriptions/hook-{index}",
+                    json={"type": "webhook", "streams": ["s"], "webhook": {"url": "http://127.0.0.1:9/hook"}},
+                    headers=forged,
+                )
+                assert made.status_code == 201, made.text
+                jwks_url = made.json()["webhook"]["signing"]["jwks_url"]
+                assert jwks_url == f"{worker}/v1/stream/__ds/jwks.json"
+    finally:
+        assert server.stop() == 0
