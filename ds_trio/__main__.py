@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import signal
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Final
@@ -17,6 +18,7 @@ import trio
 from . import __version__
 from .config import Config, ConfigError, env_settings
 from .server import open_store, serve, tune_gc, wait_for_signal
+from .store import Store
 from .store.lmdb import StoreOpenError
 from .workers.supervisor import WorkerSocket, become_worker, report_ready, supervise
 
@@ -106,6 +108,19 @@ async def _run(config: Config, worker: WorkerSocket | None = None) -> int:
     except StoreOpenError as exc:
         print(f"ds-trio: cannot use the data dir: {exc}", file=sys.stderr)
         return 2
+    if worker is None:
+        return await _serve(config, store, wait_for_signal)
+    # Open until the worker exits: a second SIGTERM then finds a handler, not the default.
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        return await _serve(config, store, partial(worker.wait_for_stop, signals), worker)
+
+
+async def _serve(
+    config: Config,
+    store: Store,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    worker: WorkerSocket | None = None,
+) -> int:
     async with trio.open_nursery() as nursery:
         try:
             service = await nursery.start(
@@ -114,7 +129,7 @@ async def _run(config: Config, worker: WorkerSocket | None = None) -> int:
                     config,
                     store=store,
                     listen_fd=None if worker is None else worker.listen_fd,
-                    shutdown_trigger=wait_for_signal if worker is None else worker.wait_for_stop,
+                    shutdown_trigger=shutdown_trigger,
                 )
             )
         except (OSError, BaseExceptionGroup) as exc:

@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -51,8 +51,13 @@ class WorkerSocket:
     ready_fd: int
     lifeline_fd: int
 
-    async def wait_for_stop(self) -> None:
-        """Return on SIGTERM, or when the supervisor is gone."""
+    async def wait_for_stop(self, signals: AsyncIterator[int]) -> None:
+        """Return on the first of `signals` (SIGTERM), or when the supervisor is gone.
+
+        The caller keeps `signals` open until the process ends, so a second
+        SIGTERM (systemd signals the whole group, then the supervisor passes
+        its own on) cannot kill the worker mid-shutdown.
+        """
         async with trio.open_nursery() as nursery:
 
             async def supervisor_gone() -> None:
@@ -67,9 +72,8 @@ class WorkerSocket:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(supervisor_gone)
-            with trio.open_signal_receiver(signal.SIGTERM) as signals:
-                async for _ in signals:
-                    break
+            async for _ in signals:
+                break
             nursery.cancel_scope.cancel()
 
 

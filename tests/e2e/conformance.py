@@ -102,6 +102,14 @@ class ServerProcess:
                 self.process.wait()
             self._finish()
 
+    def wait(self, timeout: float) -> int:
+        """Wait for the server to exit by itself (after a signal sent elsewhere); its exit code."""
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is not None:
+                self._finish()
+
     def kill(self) -> int:
         """SIGKILL the server and every process of its session; returns its exit code."""
         try:

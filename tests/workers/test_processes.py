@@ -342,3 +342,36 @@ async def test_a_client_cannot_pose_as_a_forwarding_worker(tmp_path: Path) -> No
                 assert jwks_url == f"{worker}/v1/stream/__ds/jwks.json"
     finally:
         assert server.stop() == 0
+
+
+async def test_sigterm_to_the_whole_process_group_releases_every_reader(tmp_path: Path) -> None:
+    """What systemd does by default: every process gets SIGTERM, then the supervisor passes on its own."""
+    data = tmp_path / "data"
+    server = start_workers(data, "--long-poll-timeout", "30s")
+    readers = 10
+    answers: list[int] = []
+    try:
+        base = server.base_url + "/v1/stream"
+        async with httpx.AsyncClient(timeout=40, limits=httpx.Limits(max_connections=50)) as http:
+            tail = (await http.put(f"{base}/g", headers=TEXT)).headers["stream-next-offset"]
+
+            async def poll() -> None:
+                response = await http.get(f"{base}/g", params={"offset": tail, "live": "long-poll"})
+                answers.append(response.status_code)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(readers):
+                    nursery.start_soon(poll)
+                with trio.fail_after(10):
+                    while sum([await live_readers(http, url, "long-poll") for url in worker_urls(data).values()]) < readers:
+                        await trio.sleep(0.005)  # asking the workers over HTTP: no event to wait on
+                os.killpg(server.process.pid, signal.SIGTERM)
+        exit_code = await trio.to_thread.run_sync(server.wait, 30)
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+    assert exit_code == 0
+    assert answers == [204] * readers
+    assert read_peers(data) == {}
+    log = "".join(server.output)
+    assert log.count("shutting down: releasing") == 2 and "restarting" not in log
