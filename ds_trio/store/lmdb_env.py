@@ -166,9 +166,16 @@ def claim_data_dir(path: Path, server: int | None = None) -> int:
 
     Raises:
         StoreOpenError: not a directory, not empty and not ours, the wrong
-            layout, or in use by another server.
+            layout, in use by another server, or it cannot be created or locked.
     """
     server = server_identity() if server is None else server
+    try:
+        return _claim(path, server)
+    except OSError as exc:  # cannot create or lock it: permissions, a missing parent, a full disk
+        raise StoreOpenError(f"cannot use {path}: {exc.strerror or exc}") from exc
+
+
+def _claim(path: Path, server: int) -> int:
     if path.exists() and not path.is_dir():
         raise StoreOpenError(f"{path} is not a directory")
     lock_fd: int | None = None

@@ -39,6 +39,12 @@ def test_a_foreign_directory_is_refused_before_any_lock(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
+def test_a_data_dir_that_cannot_be_created_is_refused_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreOpenError, match=r"cannot use .*file/data: Not a directory"):
+        claim_data_dir(tmp_path / "file" / "data", server=1)
+
+
 async def test_leadership_passes_to_a_waiting_worker_when_the_leader_goes(tmp_path: Path) -> None:
     leader, follower = LeaderLock(tmp_path), LeaderLock(tmp_path)
     assert leader.try_acquire()

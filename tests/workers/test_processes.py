@@ -308,6 +308,20 @@ def test_hypercorn_workers_refuse_to_share_an_in_memory_store() -> None:
             process.stdout.close()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_data_dir_that_cannot_be_created_is_named_in_one_line(tmp_path: Path, workers: str) -> None:
+    (tmp_path / "file").write_text("")
+    refused = subprocess.run(
+        [sys.executable, "-m", "ds_trio", "serve", "--workers", workers, "--port", "0",
+         "--data-dir", str(tmp_path / "file" / "data")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f"ds-trio: cannot use the data dir: cannot use {tmp_path / 'file' / 'data'}: Not a directory"
+    )
+
+
 def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
