@@ -192,26 +192,36 @@ def _coerce_value(name: str, raw: Any) -> Any:
     if raw is None:
         return None
     if name in _LISTS:
-        items = raw.split(",") if isinstance(raw, str) else list(raw)
-        return tuple(str(item).strip() for item in items if str(item).strip())
+        if not isinstance(raw, str | list | tuple) or not all(isinstance(i, str) for i in raw):
+            raise ConfigError(f"must be a comma-separated string or a list of strings: {raw!r}")
+        items = raw.split(",") if isinstance(raw, str) else raw
+        return tuple(item.strip() for item in items if item.strip())
+    if name in _BOOLS:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower() if isinstance(raw, str | int) else ""
+        if text not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{name} must be true or false: {raw!r}")
+        return text in ("true", "1", "yes")
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float | Path):
+        raise ConfigError(f"not a valid value: {raw!r}")  # TOML arrays, tables, true/false
     if name == "log_level":
         return str(raw).strip().lower()
     if name in _DURATIONS:
         return parse_duration(raw)
     if name in _SIZES:
+        if isinstance(raw, float):
+            raise ConfigError(f"not a size: {raw!r} (try 64MiB)")
         return parse_size(raw)
     if name in _INTS:
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ConfigError(f"{name} must be an integer: {raw!r}")
         try:
             return int(raw)
         except ValueError as exc:
             raise ConfigError(f"{name} must be an integer: {raw!r}") from exc
-    if name in _BOOLS:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConfigError(f"{name} must be true or false: {raw!r}")
-        return text in ("true", "1", "yes")
-    if name == "data_dir":
+    if name == "data_dir" and isinstance(raw, str | Path):
         return Path(raw) if str(raw) else None
+    if not isinstance(raw, str):
+        raise ConfigError(f"must be a string: {raw!r}")
     return raw

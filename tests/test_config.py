@@ -66,6 +66,34 @@ def test_toml_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.Mo
     assert config.max_read_bytes == 4 << 20  # a flag beats both
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("workers", 2.5, "workers must be an integer"),
+        ("workers", True, "workers: not a valid value"),
+        ("workers", [2], "workers: not a valid value"),
+        ("port", True, "port: not a valid value"),
+        ("data_dir", 5, "data_dir: must be a string"),
+        ("host", 5, "host: must be a string"),
+        ("long_poll_timeout", [1], "long_poll_timeout: not a valid value"),
+        ("max_append_bytes", {"a": 1}, "max_append_bytes: not a valid value"),
+        ("max_append_bytes", 1.5, "max_append_bytes: not a size"),
+        ("trusted_proxies", [1], "trusted_proxies: must be a comma-separated string"),
+        ("lmdb_sync", [True], "lmdb_sync must be true or false"),
+    ],
+)
+def test_toml_values_of_the_wrong_type_are_refused(setting: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config.from_mapping({setting: value})
+
+
+def test_toml_numbers_and_strings_that_mean_the_same_are_taken() -> None:
+    config = Config.from_mapping(
+        {"workers": 2.0, "data_dir": "d", "port": "8080", "long_poll_timeout": 5, "lmdb_sync": "no"}
+    )
+    assert (config.workers, config.port, config.long_poll_timeout, config.lmdb_sync) == (2, 8080, 5.0, False)
+
+
 def test_workers_and_their_data_dir_may_come_from_different_places(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
