@@ -13,6 +13,7 @@ where here they end when Hypercorn's graceful timeout runs out.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import socket
@@ -26,9 +27,12 @@ from .http import StreamService, create_app
 from .live import StreamWatchers
 from .protocol.errors import StorageFailure
 from .server import observe_commits, open_store, tune_gc
+from .store.lmdb import StoreOpenError
 from .workers import WorkerGroup, start_duties
 
 __all__ = ["app", "create_asgi_app"]
+
+log = logging.getLogger("ds_trio")
 
 
 class _StoreNotOpen:
@@ -62,9 +66,17 @@ def create_asgi_app(config: Config | None = None, *, tune_gc_at_start: bool = Fa
 
     @application.before_serving
     async def open_the_store() -> None:
-        if config.data_dir is None:
-            _refuse_sibling_workers()
-        service.store = await open_store(config)
+        try:
+            if config.data_dir is None:
+                _refuse_sibling_workers()
+            service.store = await open_store(config)
+        except (StoreOpenError, SiblingWorker) as exc:
+            # One clear line and a failing exit status. Raised, this became
+            # pages of traceback and Hypercorn's master still exited 0; nothing
+            # is open yet, so the worker may end on the spot.
+            log.error("ds_trio cannot start: %s", exc)
+            logging.shutdown()
+            os._exit(2)
         observe_commits(service)
         if config.data_dir is not None:
             await application.nursery.start(WorkerGroup(service, application).run)
@@ -84,6 +96,10 @@ def create_asgi_app(config: Config | None = None, *, tune_gc_at_start: bool = Fa
 _sibling_guard: list[socket.socket] = []
 
 
+class SiblingWorker(RuntimeError):
+    """Another Hypercorn worker of this master already holds the in-memory store."""
+
+
 def _refuse_sibling_workers() -> None:
     """Fail the start of a second Hypercorn worker holding an in-memory store.
 
@@ -99,7 +115,7 @@ def _refuse_sibling_workers() -> None:
         guard.bind(f"\0ds_trio/memory-store/{parent.pid}")
     except OSError:
         guard.close()
-        raise RuntimeError(
+        raise SiblingWorker(
             "the in-memory store lives in one process: set DS_TRIO_DATA_DIR "
             "to run several Hypercorn workers"
         ) from None

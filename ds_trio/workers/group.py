@@ -82,7 +82,7 @@ class WorkerGroup:
             async with httpx.AsyncClient(timeout=service.config.webhook_timeout) as client:
                 async with trio.open_nursery() as nursery:
                     self.private_url = (await nursery.start(self._serve_privately))[0]
-                    log.info("worker %d also listens privately on %s", os.getpid(), self.private_url)
+                    log.info("worker pid %d also listens privately on %s", os.getpid(), self.private_url)
                     service.forwarding = Forwarding(self.secret, self._leader, client)
                     about = {"pid": os.getpid(), "url": self.private_url}
                     await nursery.start(self._bus.run, about)
@@ -111,7 +111,7 @@ class WorkerGroup:
         await lock.acquire()
         if self.service.watchers.closed:
             return  # the leader went because the whole server is stopping
-        log.info("worker %d takes over the subscriptions and the expiry sweep", os.getpid())
+        log.info("worker pid %d takes over the subscriptions and the expiry sweep", os.getpid())
         await self._lead(lock, nursery)
 
     async def _lead(self, lock: LeaderLock, nursery: trio.Nursery) -> None:

@@ -94,6 +94,15 @@ def report_ready(worker: WorkerSocket) -> None:
     os.close(worker.ready_fd)
 
 
+def _ending(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
 def _listen(config: Config) -> socket.socket:
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     sock = socket.create_server((config.host, config.port), family=family, backlog=2048)
@@ -169,7 +178,7 @@ class _Workers:
             self._drop_lifeline(index)
             if time.monotonic() - started > STABLE_AFTER:
                 delay = RESTART_DELAY[0]
-            log.warning("worker %d (pid %d) exited with %s; restarting in %.1fs", index, process.pid, code, delay)
+            log.warning("worker %d (pid %d) %s; restarting in %.1fs", index, process.pid, _ending(code), delay)
             await trio.sleep(delay)
             delay = min(delay * 2, RESTART_DELAY[1])
             while (restarted := await self.start(index)) is None:

@@ -283,29 +283,15 @@ async def test_hypercorn_workers_join_one_server(tmp_path: Path) -> None:
 def test_hypercorn_workers_refuse_to_share_an_in_memory_store() -> None:
     command = [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--workers", "2"]
     env = {k: v for k, v in os.environ.items() if k != "DS_TRIO_DATA_DIR"}
-    process = subprocess.Popen(
+    ended = subprocess.run(
         [*command, "--bind", "127.0.0.1:0", "ds_trio.asgi:app"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert process.stdout is not None
-        found = False
-        deadline = time.monotonic() + 30
-        for line in process.stdout:  # ends when hypercorn exits, or we kill it below
-            if "the in-memory store lives in one process" in line:
-                found = True
-                break
-            assert time.monotonic() < deadline, "no refusal within 30 s"
-        assert found
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        if process.stdout is not None:
-            process.stdout.close()
+        env=env, capture_output=True, text=True, timeout=60, start_new_session=True,
+    )  # fmt: skip
+    # One worker refuses with one line and exit status 2; Hypercorn's master then
+    # stops the other (its own exit status is Hypercorn's business: 0 in 0.18).
+    output = ended.stdout + ended.stderr
+    assert "ds_trio cannot start: the in-memory store lives in one process" in output
+    assert "Traceback" not in output
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
