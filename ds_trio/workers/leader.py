@@ -67,6 +67,10 @@ class LeaderLock:
         os.replace(temporary, self._dir / LEADER_INFO)
 
     def close(self) -> None:
-        """Give up the lock (and any claim on it)."""
+        """Give up the lock (and any claim on it); a leader also withdraws what it published."""
+        if self.held:
+            info = read_leader(self._dir)
+            if info is not None and info.get("pid") == os.getpid():
+                (self._dir / LEADER_INFO).unlink(missing_ok=True)
         os.close(self._fd)
         self.held = False

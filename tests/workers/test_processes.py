@@ -244,6 +244,7 @@ def test_sigterm_stops_every_worker_and_their_registrations_go(tmp_path: Path) -
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert read_peers(data) == {}
+    assert leader_pid(data) is None  # the leader's secret goes with it
     log = "".join(server.output)
     assert "Traceback" not in log and "restarting" not in log
 
