@@ -181,12 +181,12 @@ class _Workers:
             log.warning("worker %d (pid %d) %s; restarting in %.1fs", index, process.pid, _ending(code), delay)
             await trio.sleep(delay)
             delay = min(delay * 2, RESTART_DELAY[1])
-            while (restarted := await self.start(index)) is None:
-                if self.stopping:
-                    return
+            while not self.stopping and (restarted := await self.start(index)) is None:
                 log.error("worker %d failed to start; retrying in %.1fs", index, delay)
                 await trio.sleep(delay)
                 delay = min(delay * 2, RESTART_DELAY[1])
+            if self.stopping:
+                return
             process = restarted
 
     async def stop(self) -> None:
