@@ -12,7 +12,7 @@ never forwarded again (503 while leadership moves).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -53,7 +53,7 @@ class Forwarding:
     """How this worker reaches the leader, and the secret it accepts when it leads."""
 
     secret: str  # this worker's; published when it becomes the leader
-    leader: Callable[[], tuple[str, str] | None]  # the leader's (private URL, secret), if another
+    leader: Callable[[], Awaitable[tuple[str, str] | None]]  # its (private URL, secret), if another
     client: httpx.AsyncClient
 
 
@@ -68,7 +68,7 @@ def forwarded_base_url(service: StreamService) -> str | None:
 
 async def forward_to_leader(service: StreamService, forwarding: Forwarding) -> Response:
     """Send the current request to the leader and relay its answer."""
-    leader = forwarding.leader()
+    leader = await forwarding.leader()
     if leader is None:
         raise LeaderUnavailable("no worker holds the subscriptions yet; retry", {"Retry-After": "1"})
     url, secret = leader

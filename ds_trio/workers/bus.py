@@ -24,6 +24,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -163,21 +164,26 @@ class PeerBus:
         registration = self._dir / f"{self.peer_id}.json"
         try:
             await sock.bind(self._address(self.peer_id))
-            self._dir.mkdir(exist_ok=True)
-            temporary = registration.with_suffix(".tmp")
-            temporary.write_text(json.dumps(about))
-            temporary.replace(registration)
+            known = await trio.to_thread.run_sync(self._register, registration, about)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                for peer_id in read_peers(self._dir.parent):
+                for peer_id in known:
                     if peer_id != self.peer_id:
                         self._add(peer_id).pending.add(HELLO, self.peer_id)
                 task_status.started()
                 await self._receive(sock)
         finally:
             self._nursery = None
-            registration.unlink(missing_ok=True)
+            registration.unlink(missing_ok=True)  # a cancelled task cannot wait for a thread
             sock.close()
+
+    def _register(self, registration: Path, about: dict[str, Any]) -> list[str]:
+        """Publish `about` as this worker's registration; the workers registered (thread)."""
+        self._dir.mkdir(exist_ok=True)
+        temporary = registration.with_suffix(".tmp")
+        temporary.write_text(json.dumps(about))
+        temporary.replace(registration)
+        return list(read_peers(self._dir.parent))
 
     def _add(self, peer_id: str) -> _Peer:
         peer = self._peers.get(peer_id)
@@ -215,6 +221,7 @@ class PeerBus:
             log.info("worker %s has gone; no longer relaying to it", peer_id)
             if self._peers.get(peer_id) is peer:
                 del self._peers[peer_id]
-            (self._dir / f"{peer_id}.json").unlink(missing_ok=True)
+            registration = self._dir / f"{peer_id}.json"
+            await trio.to_thread.run_sync(partial(registration.unlink, missing_ok=True))
         finally:
             sock.close()

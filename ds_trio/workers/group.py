@@ -121,10 +121,11 @@ class WorkerGroup:
         self.service.peer_events = None
         nursery.start_soon(self._run_hooks)
         await start_duties(self.service, nursery)
-        lock.publish({"pid": os.getpid(), "url": self.private_url, "secret": self.secret})
+        info = {"pid": os.getpid(), "url": self.private_url, "secret": self.secret}
+        await trio.to_thread.run_sync(lock.publish, info)
 
-    def _leader(self) -> tuple[str, str] | None:
-        info = read_leader(self.data_dir)
+    async def _leader(self) -> tuple[str, str] | None:
+        info = await trio.to_thread.run_sync(read_leader, self.data_dir)  # disk: never on the loop
         if info is None or info.get("pid") == os.getpid():
             return None
         url, secret = info.get("url"), info.get("secret")
