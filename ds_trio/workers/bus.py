@@ -78,6 +78,17 @@ def decode_events(datagram: bytes) -> list[tuple[str, str]]:
     return events
 
 
+_UCRED: Final = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_CREDENTIALS_SPACE: Final = socket.CMSG_SPACE(_UCRED.size)
+
+
+def _sender_uid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= _UCRED.size:
+            return _UCRED.unpack_from(data)[1]
+    return None
+
+
 def read_peers(data_dir: Path) -> dict[str, dict[str, Any]]:
     """The registered workers of `data_dir`: peer id -> what each published about itself."""
     peers: dict[str, dict[str, Any]] = {}
@@ -86,7 +97,7 @@ def read_peers(data_dir: Path) -> dict[str, dict[str, Any]]:
     except FileNotFoundError:
         return peers
     for name in names:
-        if name.endswith(".json"):
+        if name.endswith(".json") and name[:-5].isdigit():
             try:
                 peers[name[:-5]] = json.loads((data_dir / PEERS_DIR / name).read_text())
             except (OSError, ValueError):
@@ -194,19 +205,26 @@ class PeerBus:
         return peer
 
     async def _receive(self, sock: trio.socket.SocketType) -> None:
+        # Abstract sockets have no file permissions: the kernel's credentials on
+        # each datagram say who sent it, and only this user's processes count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        uid = os.getuid()
         while True:
-            datagram = await sock.recv(MAX_DATAGRAM + 1024)
+            datagram, ancillary, _, _ = await sock.recvmsg(MAX_DATAGRAM + 1024, _CREDENTIALS_SPACE)
+            sender = _sender_uid(ancillary)
+            if sender != uid:
+                log.warning("ignoring a peer datagram from uid %s", sender)
+                continue
             try:
                 events = decode_events(datagram)
             except ValueError as exc:  # also UnicodeDecodeError
                 log.warning("ignoring a malformed peer datagram: %s", exc)
                 continue
             for kind, name in events:
-                if kind == HELLO:
-                    if name != self.peer_id:
-                        self._add(name)
-                else:
+                if kind != HELLO:
                     self._on_event(kind, name)
+                elif name != self.peer_id and name.isdigit():  # a pid: it names a file and a socket
+                    self._add(name)
 
     async def _send_to(self, peer_id: str, peer: _Peer) -> None:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -216,11 +234,12 @@ class PeerBus:
                 for datagram in encode_events(await peer.pending.take()):
                     await sock.send(datagram)  # waits while the peer's queue is full
         except OSError as exc:
-            if exc.errno not in _GONE:
-                raise
-            log.info("worker %s has gone; no longer relaying to it", peer_id)
             if self._peers.get(peer_id) is peer:
                 del self._peers[peer_id]
+            if exc.errno not in _GONE:
+                log.warning("no longer relaying to worker %s: %s", peer_id, exc)
+                return
+            log.info("worker %s has gone; no longer relaying to it", peer_id)
             registration = self._dir / f"{peer_id}.json"
             await trio.to_thread.run_sync(partial(registration.unlink, missing_ok=True))
         finally:
