@@ -25,6 +25,7 @@ from .common import public_base_url
 from .forward import forward_to_leader, forwarded_base_url
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from quart_trio import QuartTrio
 
     from .app import StreamService
@@ -89,8 +90,8 @@ class StoreHost:
         await self._service.store.save_subscription(sub_id, record)
 
 
-def build_manager(service: StreamService) -> SubscriptionManager:
-    """The subscription manager for `service`, with the data dir's signing key."""
+def build_manager(service: StreamService, key: Ed25519PrivateKey | None = None) -> SubscriptionManager:
+    """The subscription manager for `service`, signing with `key` (default: the data dir's)."""
     config = service.config
     settings = DeliverySettings(
         stream_root=config.stream_root,
@@ -100,7 +101,7 @@ def build_manager(service: StreamService) -> SubscriptionManager:
         retry_max=config.webhook_retry_max,
         allow_http_loopback=config.webhook_allow_http_loopback,
     )
-    signer = Signer(load_or_create_key(config.data_dir))
+    signer = Signer(key or load_or_create_key(config.data_dir))
     return SubscriptionManager(StoreHost(service), signer, settings, body_path, clock=service.clock)
 
 

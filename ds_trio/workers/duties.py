@@ -6,6 +6,7 @@ import trio
 
 from ..http import StreamService
 from ..http.subscriptions import build_manager, notify_delete
+from ..subscriptions import load_or_create_key
 
 __all__ = ["start_duties", "sweep_expired"]
 
@@ -22,10 +23,12 @@ async def sweep_expired(service: StreamService) -> None:
 async def start_duties(service: StreamService, nursery: trio.Nursery) -> None:
     """Take on the subscriptions (load, repair, deliver) and the expiry sweep in `nursery`.
 
-    The manager is in place before it loads, so the stream events of the
-    meantime reach it; it starts delivering once loaded.
+    `service.subscriptions` is set only once the manager has loaded: until
+    then the __ds APIs are not answered from a half-loaded manager.
     """
-    manager = service.subscriptions = build_manager(service)
+    key = await trio.to_thread.run_sync(load_or_create_key, service.config.data_dir)  # disk
+    manager = build_manager(service, key)
     await manager.load()
+    service.subscriptions = manager
     await nursery.start(manager.run)  # webhook deliveries and lease expiry live here
     nursery.start_soon(sweep_expired, service)

@@ -79,7 +79,8 @@ class WorkerGroup:
         service = self.service
         lock = LeaderLock(self.data_dir)
         try:
-            async with httpx.AsyncClient(timeout=service.config.webhook_timeout) as client:
+            # trust_env=False: the leader is on loopback; never send its secret via a proxy
+            async with httpx.AsyncClient(timeout=service.config.webhook_timeout, trust_env=False) as client:
                 async with trio.open_nursery() as nursery:
                     self.private_url = (await nursery.start(self._serve_privately))[0]
                     log.info("worker pid %d also listens privately on %s", os.getpid(), self.private_url)
@@ -115,12 +116,13 @@ class WorkerGroup:
         await self._lead(lock, nursery)
 
     async def _lead(self, lock: LeaderLock, nursery: trio.Nursery) -> None:
-        # From here on the other workers' subscription events are ours, and our
-        # own go straight to the manager, which start_duties sets before it awaits.
+        # From here on every worker's subscription events are ours: they queue,
+        # this worker's own included, until the manager has loaded, then go to it.
         self.is_leader = True
+        self.service.peer_events = self._hooks.add
+        await start_duties(self.service, nursery)
         self.service.peer_events = None
         nursery.start_soon(self._run_hooks)
-        await start_duties(self.service, nursery)
         info = {"pid": os.getpid(), "url": self.private_url, "secret": self.secret}
         await trio.to_thread.run_sync(lock.publish, info)
 
