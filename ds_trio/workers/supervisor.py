@@ -122,8 +122,20 @@ class _Workers:
 
     async def start(self, index: int) -> trio.Process | None:
         """Start worker `index`; the process once it serves, None if it failed to start."""
+        try:
+            return await self._start(index)
+        except OSError as exc:  # out of processes or file descriptors: retried, not fatal
+            log.error("cannot start worker %d: %s", index, exc)
+            return None
+
+    async def _start(self, index: int) -> trio.Process | None:
         read_end, write_end = os.pipe()
-        life_read, life_write = os.pipe()  # the supervisor keeps the write end until it dies
+        try:
+            life_read, life_write = os.pipe()  # the supervisor keeps the write end until it dies
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            raise
         env = dict(
             os.environ,
             **{
@@ -141,6 +153,7 @@ class _Workers:
             )
         except BaseException:
             os.close(life_write)
+            os.close(read_end)
             raise
         finally:
             os.close(write_end)
@@ -157,7 +170,7 @@ class _Workers:
             return process
         process.kill()
         await process.wait()
-        del self.running[index]
+        self.running.pop(index, None)
         self._drop_lifeline(index)
         return None
 
@@ -192,13 +205,13 @@ class _Workers:
     async def stop(self) -> None:
         """SIGTERM every worker; SIGKILL those still running after the grace period."""
         self.stopping = True
-        for process in self.running.values():
+        for process in list(self.running.values()):
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
         with trio.move_on_after(self.config.shutdown_grace + 10):
             for process in list(self.running.values()):
                 await process.wait()
-        for process in self.running.values():
+        for process in list(self.running.values()):
             if process.returncode is None:
                 log.error("worker pid %d did not stop in time; killing it", process.pid)
                 process.kill()
