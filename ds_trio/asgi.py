@@ -20,6 +20,7 @@ import socket
 import tomllib
 from typing import Any
 
+import trio
 from quart_trio import QuartTrio
 
 from .config import Config, env_settings
@@ -78,16 +79,30 @@ def create_asgi_app(config: Config | None = None, *, tune_gc_at_start: bool = Fa
             logging.shutdown()
             os._exit(2)
         observe_commits(service)
-        if config.data_dir is not None:
-            await application.nursery.start(WorkerGroup(service, application).run)
-        else:
-            await start_duties(service, application.nursery)
+        await application.nursery.start(run_in_background)
         if tune_gc_at_start:
             tune_gc()
+
+    background = trio.CancelScope()  # the duties (or this worker's part in a group)
+    background_done = trio.Event()
+
+    async def run_in_background(*, task_status: trio.TaskStatus[None]) -> None:
+        with background:
+            try:
+                async with trio.open_nursery() as nursery:
+                    if config.data_dir is not None:
+                        await nursery.start(WorkerGroup(service, application).run)
+                    else:
+                        await start_duties(service, nursery)
+                    task_status.started()
+            finally:
+                background_done.set()
 
     @application.after_serving
     async def close_the_store() -> None:
         service.watchers.close()
+        background.cancel()  # nothing may use the store once it is closed
+        await background_done.wait()
         await service.store.aclose()
 
     return application
