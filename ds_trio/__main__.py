@@ -7,7 +7,6 @@ import errno
 import logging
 import signal
 import sys
-import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Final
 import trio
 
 from . import __version__
-from .config import Config, ConfigError, env_settings
+from .config import Config, ConfigError, env_settings, read_toml
 from .server import open_store, serve, tune_gc, wait_for_signal
 from .store import Store
 from .store.lmdb import StoreOpenError
@@ -65,13 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace) -> Config:
     """TOML file, then (for `serve`) environment, then flags: later ones win."""
-    settings: dict[str, object] = {}
-    if args.config:
-        try:
-            with open(args.config, "rb") as handle:
-                settings = tomllib.load(handle)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read {args.config}: {exc}") from exc
+    settings: dict[str, object] = read_toml(args.config) if args.config else {}
     if args.command == "dev":  # development: webhooks may call back to this machine over http
         settings.setdefault("webhook_allow_http_loopback", True)
     if args.command == "serve":

@@ -17,13 +17,12 @@ import logging
 import multiprocessing
 import os
 import socket
-import tomllib
 from typing import Any
 
 import trio
 from quart_trio import QuartTrio
 
-from .config import Config, env_settings
+from .config import Config, env_settings, read_toml
 from .http import StreamService, create_app
 from .live import StreamWatchers
 from .protocol.errors import StorageFailure
@@ -49,10 +48,7 @@ class _StoreNotOpen:
 def config_from_environment() -> Config:
     """`DS_TRIO_CONFIG` (a TOML file), overridden by the other `DS_TRIO_*` variables."""
     path = os.environ.get("DS_TRIO_CONFIG")
-    settings: dict[str, object] = {}
-    if path:
-        with open(path, "rb") as handle:
-            settings = tomllib.load(handle)
+    settings = read_toml(path) if path else {}
     return Config.from_mapping({**settings, **env_settings()})
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["Config", "ConfigError", "env_settings", "parse_duration", "parse_size"]
+__all__ = ["Config", "ConfigError", "env_settings", "parse_duration", "parse_size", "read_toml"]
 
 MAX_WORKERS: Final = 64  # processes; more than any machine this serves has cores for
 SECONDS: Final = 1.0
@@ -128,8 +128,7 @@ class Config:
     @classmethod
     def from_toml(cls, path: str | Path) -> Config:
         """Build from a TOML file of settings."""
-        with open(path, "rb") as handle:
-            return cls.from_mapping(tomllib.load(handle))
+        return cls.from_mapping(read_toml(path))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -146,6 +145,19 @@ class Config:
                 raise ConfigError(f"unknown setting: {key}")
             values[name] = _coerce(name, raw)
         return replace(self, **values)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The settings in a TOML file, unchecked (merge them with others, then build once).
+
+    Raises:
+        ConfigError: the file cannot be read or is not TOML.
+    """
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
 
 
 ENV_PREFIX: Final = "DS_TRIO_"

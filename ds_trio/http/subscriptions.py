@@ -18,7 +18,7 @@ from ..protocol.errors import MethodNotAllowed, ProtocolError, StreamGone, Strea
 from ..protocol.json_mode import JSON_MEDIA_TYPE
 from ..protocol.paths import RESERVED_PREFIX, canonical_stream_name
 from ..protocol.streams import AppendRequest
-from ..subscriptions import DeliverySettings, Signer, SubscriptionManager, load_or_create_key
+from ..subscriptions import DeliverySettings, Signer, SubscriptionManager
 from ..subscriptions.codec import public_view, stream_views
 from ..subscriptions.errors import InvalidSubscriptionRequest, SubscriptionError
 from .common import public_base_url
@@ -90,8 +90,8 @@ class StoreHost:
         await self._service.store.save_subscription(sub_id, record)
 
 
-def build_manager(service: StreamService, key: Ed25519PrivateKey | None = None) -> SubscriptionManager:
-    """The subscription manager for `service`, signing with `key` (default: the data dir's)."""
+def build_manager(service: StreamService, key: Ed25519PrivateKey) -> SubscriptionManager:
+    """The subscription manager for `service`, signing with `key` (see `load_or_create_key`)."""
     config = service.config
     settings = DeliverySettings(
         stream_root=config.stream_root,
@@ -101,7 +101,7 @@ def build_manager(service: StreamService, key: Ed25519PrivateKey | None = None) 
         retry_max=config.webhook_retry_max,
         allow_http_loopback=config.webhook_allow_http_loopback,
     )
-    signer = Signer(key or load_or_create_key(config.data_dir))
+    signer = Signer(key)
     return SubscriptionManager(StoreHost(service), signer, settings, body_path, clock=service.clock)
 
 
