@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from .errors import BadRequest
 
-__all__ = ["MAX_NAME_BYTES", "RESERVED_PREFIX", "canonical_stream_name"]
+__all__ = ["MAX_NAME_BYTES", "RESERVED_PREFIX", "canonical_stream_name", "glob_match"]
 
 MAX_NAME_BYTES: Final = 1024  # decoded bytes in the whole name
 MAX_SEGMENTS: Final = 32
@@ -73,3 +73,24 @@ def canonical_stream_name(raw_path: str) -> str:
             raise BadRequest("stream path contains a control character")
         canonical.append(quote(decoded, safe=_SAFE))
     return "/".join(canonical)
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    """Whether `path` matches `pattern`: `*` is exactly one segment, `**` any number.
+
+    Other segments must equal the path's. Time is linear in the product of the
+    segment counts, however many `**` the pattern holds.
+    """
+    pat = pattern.split("/")
+    segs = path.split("/")
+    # reachable[j]: pattern segments consumed so far can match the first j path segments.
+    reachable = [True] + [False] * len(segs)
+    for head in pat:
+        if head == "**":
+            for j in range(1, len(segs) + 1):
+                reachable[j] = reachable[j] or reachable[j - 1]
+        else:
+            for j in range(len(segs), 0, -1):
+                reachable[j] = reachable[j - 1] and (head == "*" or head == segs[j - 1])
+            reachable[0] = False
+    return reachable[-1]

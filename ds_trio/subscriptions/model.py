@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from ..protocol.offsets import Offset, format_offset
+from ..protocol.paths import glob_match
 from .errors import (
     AckOffsetInvalid,
     AlreadyClaimed,
@@ -33,7 +34,6 @@ __all__ = [
     "SubscriptionConfig",
     "Wake",
     "backoff_delay",
-    "glob_match",
     "parse_config",
 ]
 
@@ -42,22 +42,6 @@ DEFAULT_LEASE_MS: Final = 30_000
 MIN_LEASE_MS: Final = 1_000
 MAX_LEASE_MS: Final = 600_000
 Kind = Literal["webhook", "pull-wake"]
-
-
-def glob_match(pattern: str, path: str) -> bool:
-    """`*` matches exactly one segment, `**` any number (including none)."""
-    return _match(pattern.split("/"), path.split("/"))
-
-
-def _match(pat: list[str], segs: list[str]) -> bool:
-    if not pat:
-        return not segs
-    head, rest = pat[0], pat[1:]
-    if head == "**":
-        return any(_match(rest, segs[i:]) for i in range(len(segs) + 1))
-    if not segs:
-        return False
-    return (head == "*" or head == segs[0]) and _match(rest, segs[1:])
 
 
 @dataclass(frozen=True, slots=True)

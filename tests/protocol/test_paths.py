@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ds_trio.protocol.errors import BadRequest
-from ds_trio.protocol.paths import MAX_NAME_BYTES, canonical_stream_name
+from ds_trio.protocol.paths import MAX_NAME_BYTES, canonical_stream_name, glob_match
 
 PROPERTY = settings(max_examples=150, deadline=None, database=None)
 _PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-F]{2})"
@@ -195,3 +195,50 @@ def test_one_bad_segment_rejects_the_path(segments: list[str], index: int, bad: 
     with_bad = [*segments[:index], bad, *segments[index:]]
     with pytest.raises(BadRequest):
         canonical_stream_name("/".join(with_bad))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("events/*", "events/a", True),
+        ("events/*", "events/a/b", False),
+        ("events/*", "events", False),
+        ("events/**", "events", True),
+        ("events/**", "events/a/b/c", True),
+        ("**", "anything/at/all", True),
+        ("a/**/z", "a/z", True),
+        ("a/**/z", "a/b/c/z", True),
+        ("a/**/z", "a/b/c", False),
+        ("*/logs", "svc/logs", True),
+        ("exact", "exact", True),
+        ("exact", "exactly", False),
+    ],
+)
+def test_glob(pattern: str, path: str, expected: bool) -> None:
+    assert glob_match(pattern, path) is expected
+
+
+def _reference_glob(pattern: list[str], path: list[str]) -> bool:
+    """The obvious backtracking matcher, as an oracle."""
+    if not pattern:
+        return not path
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_reference_glob(rest, path[i:]) for i in range(len(path) + 1))
+    return bool(path) and head in ("*", path[0]) and _reference_glob(rest, path[1:])
+
+
+_SEGMENTS = st.sampled_from(["a", "b", "*", "**"])
+
+
+@given(
+    st.lists(_SEGMENTS, min_size=1, max_size=6),
+    st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=6),
+)
+def test_glob_agrees_with_backtracking(pattern: list[str], path: list[str]) -> None:
+    assert glob_match("/".join(pattern), "/".join(path)) is _reference_glob(pattern, path)
+
+
+def test_glob_with_many_double_stars_is_fast_enough_to_finish() -> None:
+    pattern = "/".join(["**"] * 32 + ["never"])
+    assert glob_match(pattern, "/".join(["x"] * 32)) is False
