@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -10,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
+
+from .auth.authenticator import AuthConfigError, parse_tokens
+from .auth.grants import StaticToken
 
 __all__ = ["Config", "ConfigError", "env_settings", "parse_duration", "parse_size", "read_toml"]
 
@@ -87,6 +91,23 @@ class Config:
     webhook_retry_base: float = 1 * SECONDS  # first retry delay; doubles per failure
     webhook_retry_max: float = 60 * SECONDS
     webhook_allow_http_loopback: bool = False  # http://localhost, 127.0.0.x; on in `dev`
+    # Access control: off unless tokens or a JWT key are configured.
+    tokens: tuple[StaticToken, ...] = ()  # [[tokens]] tables: name, sha256, scopes, streams
+    tokens_file: Path | None = None  # a TOML file of [[tokens]] tables, kept apart from this one
+    jwt_public_key_file: Path | None = None  # a PEM public key (Ed25519, EC or RSA)
+    jwt_jwks_file: Path | None = None  # or a JWK Set file
+    jwt_audience: str | None = None  # required with either: the `aud` tokens must carry
+    jwt_issuer: str | None = None  # when set, the `iss` tokens must carry
+    jwt_streams_claim: str = "streams"  # the claim listing a JWT's stream globs
+    # Limits: what one client, or all of them, may hold.
+    rate_limit: float = 0.0  # requests per second per client (token or address); 0: off
+    rate_limit_burst: int = 0  # requests a client may make at once; 0: twice the rate, at least 10
+    max_live_readers: int = 50_000  # long-polls and SSE streams in this process at once
+    max_live_readers_per_client: int = 10_000
+    max_streams_per_prefix: int = 0  # streams under one first path segment; 0: no limit
+    max_header_bytes: int = 16 * KIB  # request line and headers
+    keep_alive_timeout: float = 75 * SECONDS  # idle connections; also bounds reading headers
+    body_timeout: float = 60 * SECONDS  # the most time a request body may take to arrive
 
     def __post_init__(self) -> None:
         if not self.stream_root.startswith("/") or self.stream_root.endswith("/"):
@@ -108,11 +129,30 @@ class Config:
             raise ConfigError("webhook_concurrency must be at least 1")
         if self.log_level not in _LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+        if self.jwt_public_key_file is not None and self.jwt_jwks_file is not None:
+            raise ConfigError("give jwt_public_key_file or jwt_jwks_file, not both")
+        if (self.jwt_public_key_file or self.jwt_jwks_file) and not self.jwt_audience:
+            raise ConfigError("jwt_audience is required to accept JWTs")
+        if not math.isfinite(self.rate_limit) or self.rate_limit < 0:
+            raise ConfigError("rate_limit must be a non-negative number of requests per second")
+        for name in ("rate_limit_burst", "max_streams_per_prefix"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        for name in ("max_live_readers", "max_live_readers_per_client"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.max_header_bytes < 1 * KIB:
+            raise ConfigError("max_header_bytes must be at least 1KiB")
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError as exc:
                 raise ConfigError(f"trusted_proxies: not an address or network: {proxy!r}") from exc
+
+    @property
+    def access_control(self) -> bool:
+        """Whether requests need credentials (tokens or a JWT key are configured)."""
+        return bool(self.tokens or self.tokens_file or self.jwt_public_key_file or self.jwt_jwks_file)
 
     @property
     def stream_url(self) -> str:
@@ -184,11 +224,24 @@ _DURATIONS: Final = {
     "webhook_timeout",
     "webhook_retry_base",
     "webhook_retry_max",
+    "keep_alive_timeout",
+    "body_timeout",
 }
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _LISTS: Final = {"trusted_proxies"}
-_SIZES: Final = {"max_append_bytes", "max_read_bytes", "lmdb_map_size"}
-_INTS: Final = {"port", "store_threads", "webhook_concurrency", "workers"}
+_SIZES: Final = {"max_append_bytes", "max_read_bytes", "lmdb_map_size", "max_header_bytes"}
+_INTS: Final = {
+    "port",
+    "store_threads",
+    "webhook_concurrency",
+    "workers",
+    "rate_limit_burst",
+    "max_live_readers",
+    "max_live_readers_per_client",
+    "max_streams_per_prefix",
+}
+_FLOATS: Final = {"rate_limit"}
+_PATHS: Final = {"data_dir", "tokens_file", "jwt_public_key_file", "jwt_jwks_file"}
 _BOOLS: Final = {"lmdb_sync", "access_log", "webhook_allow_http_loopback"}
 
 
@@ -203,6 +256,13 @@ def _coerce(name: str, raw: Any) -> Any:
 def _coerce_value(name: str, raw: Any) -> Any:
     if raw is None:
         return None
+    if name == "tokens":
+        if isinstance(raw, tuple) and all(isinstance(t, StaticToken) for t in raw):
+            return raw
+        try:
+            return tuple(parse_tokens(raw))
+        except AuthConfigError as exc:
+            raise ConfigError(str(exc)) from None
     if name in _LISTS:
         if not isinstance(raw, str | list | tuple) or not all(isinstance(i, str) for i in raw):
             raise ConfigError(f"must be a comma-separated string or a list of strings: {raw!r}")
@@ -225,6 +285,11 @@ def _coerce_value(name: str, raw: Any) -> Any:
         if isinstance(raw, float):
             raise ConfigError(f"not a size: {raw!r} (try 64MiB)")
         return parse_size(raw)
+    if name in _FLOATS:
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name} must be a number: {raw!r}") from exc
     if name in _INTS:
         if isinstance(raw, float) and not raw.is_integer():
             raise ConfigError(f"{name} must be an integer: {raw!r}")
@@ -232,7 +297,7 @@ def _coerce_value(name: str, raw: Any) -> Any:
             return int(raw)
         except ValueError as exc:
             raise ConfigError(f"{name} must be an integer: {raw!r}") from exc
-    if name == "data_dir" and isinstance(raw, str | Path):
+    if name in _PATHS and isinstance(raw, str | Path):
         return Path(raw) if str(raw) else None
     if not isinstance(raw, str):
         raise ConfigError(f"must be a string: {raw!r}")

@@ -28,6 +28,7 @@ from ..store.base import Store
 from ..metrics import Metrics
 from ..subscriptions import SubscriptionManager
 from . import ops, reads, streams, subscriptions
+from .access import Access, build_access, check_request
 from .common import header, list_header, text_response
 from .exchange import end_response_after_request
 from .forward import Forwarding
@@ -36,7 +37,6 @@ __all__ = ["StreamService", "create_app"]
 
 log = logging.getLogger("ds_trio.http")
 
-BODY_TIMEOUT: Final = 60  # seconds a request body may take to arrive
 STREAM_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")
 _ROUTED_METHODS: Final = [*STREAM_METHODS, "PATCH", "TRACE", "CONNECT", "PROPFIND", "MKCOL"]
 _EXPOSED_HEADERS: Final = ", ".join(
@@ -95,6 +95,11 @@ class StreamService:
     forwarding: Forwarding | None = None  # with several workers: how to reach the leader
     peer_events: Callable[[str, str], None] | None = None  # subscription events for the leader
     compress_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(2))
+    access: Access | None = None  # None: built from the config (tokens, keys, limits)
+
+    def __post_init__(self) -> None:
+        if self.access is None:
+            self.access = build_access(self.config)
 
     def stream_name(self) -> str:
         """The canonical stream name of the current request.
@@ -125,7 +130,7 @@ def create_app(service: StreamService) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config.update(
         RESPONSE_TIMEOUT=None,  # live reads bound their own duration
-        BODY_TIMEOUT=BODY_TIMEOUT,
+        BODY_TIMEOUT=config.body_timeout,
         MAX_CONTENT_LENGTH=config.max_append_bytes,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
@@ -157,6 +162,10 @@ def create_app(service: StreamService) -> QuartTrio:
     app.add_url_rule(f"{root}/<path:name>", "stream", stream_route, methods=_ROUTED_METHODS)
 
     ops.add_routes(app, service)
+
+    @app.before_request
+    async def check_access() -> None:
+        await check_request(service)
 
     @app.errorhandler(ProtocolError)
     async def protocol_error(error: ProtocolError) -> Response:
@@ -206,7 +215,7 @@ def create_app(service: StreamService) -> QuartTrio:
         request_counter(request.method, response.status_code).inc()
         return response
 
-    wrapped = end_response_after_request(app.asgi_app, BODY_TIMEOUT)
+    wrapped = end_response_after_request(app.asgi_app, config.body_timeout)
     app.asgi_app = wrapped  # type: ignore[method-assign]
     return app
 

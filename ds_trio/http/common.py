@@ -16,6 +16,7 @@ from .exchange import AFTER_RESPONSE
 __all__ = [
     "after_response",
     "body_response",
+    "client_address",
     "empty_response",
     "header",
     "list_header",
@@ -55,6 +56,30 @@ def public_base_url(trusted_proxies: tuple[str, ...]) -> str:
     if host is None and scheme is None:
         return base
     return f"{scheme or request.scheme}://{host or request.host}"
+
+
+def client_address(trusted_proxies: tuple[str, ...]) -> str | None:
+    """The client's IP address: the peer's, or from X-Forwarded-For when the peer is trusted.
+
+    Of a forwarded chain, the nearest address not itself a trusted proxy is
+    the client (the ones further left could be forged).
+    """
+    peer = request.remote_addr
+    if not trusted_proxies or not peer:
+        return peer
+    chain = [peer]
+    forwarded = list_header("X-Forwarded-For")
+    if forwarded:
+        chain = [hop.strip() for hop in forwarded.split(",") if hop.strip()] + chain
+    networks = _networks(trusted_proxies)
+    for hop in reversed(chain):
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError:
+            return hop  # not an address: still the best name this client has
+        if not any(address in network for network in networks):
+            return str(address)
+    return chain[0]
 
 
 def after_response(callback: Callable[[], None]) -> None:

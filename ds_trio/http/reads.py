@@ -27,12 +27,20 @@ from ..protocol.caching import (
     gzip_etag,
     next_cursor,
 )
-from ..protocol.errors import BadRequest, InvalidOffset, StreamGone, StreamNotFound
+from ..limits import LiveReaderLimit
+from ..protocol.errors import (
+    BadRequest,
+    InvalidOffset,
+    ProtocolError,
+    StreamGone,
+    StreamNotFound,
+)
 from ..protocol.json_mode import render_json_array
 from ..protocol.offsets import format_offset, parse_read_offset
 from ..protocol.sse import control_event, data_event, uses_base64
 from ..live import Watch
 from ..store.base import ReadResult
+from .access import client_key, principal
 from .common import body_response, empty_response, list_header
 
 if TYPE_CHECKING:
@@ -105,6 +113,11 @@ async def _live_read(
     return await change.read_once(position, fetch)
 
 
+def _live_readers(service: StreamService) -> LiveReaderLimit:
+    assert service.access is not None
+    return service.access.live_readers
+
+
 def _read_headers(result: ReadResult) -> dict[str, str]:
     headers = {
         "Content-Type": result.meta.content_type,
@@ -148,7 +161,9 @@ def _cached_headers(
     )
     headers["ETag"] = gzip_etag(etag) if gzip_variant else etag
     if result.pieces or result.at_end:
-        headers["Cache-Control"] = cacheable(service.config.cache_visibility)
+        # Shared caches must not hand one caller's authorized read to another.
+        visibility = "private" if principal() is not None else service.config.cache_visibility
+        headers["Cache-Control"] = cacheable(visibility)
     else:
         headers["Cache-Control"] = CACHE_NO_STORE
     return headers
@@ -212,7 +227,8 @@ async def _long_poll(
 ) -> Response:
     config = service.config
     deadline = trio.current_time() + config.long_poll_timeout
-    with service.metrics.live("long-poll"):
+    live_readers = _live_readers(service)
+    with live_readers.hold(client_key(service)), service.metrics.live("long-poll"):
         while True:
             with service.watchers.watch(name) as change:
                 live_slice = await _live_read(service, change, name, position)
@@ -249,7 +265,9 @@ async def _sse(
     base64_encoded = uses_base64(meta.media_type)
     if base64_encoded:
         headers["Stream-SSE-Data-Encoding"] = "base64"
-    frames = _sse_frames(service, name, position, client_cursor, base64_encoded)
+    client = client_key(service)
+    _live_readers(service).check(client)  # 429 or 503 now, before the event stream starts
+    frames = _sse_frames(service, name, position, client_cursor, base64_encoded, client)
     response = Response(frames, status=200)
     response.headers.update(headers)
     response.timeout = None
@@ -262,6 +280,7 @@ async def _sse_frames(
     position: int | None,
     client_cursor: str | None,
     base64_encoded: bool,
+    client: str,
 ) -> AsyncIterator[bytes]:
     """Events until the stream ends, disappears, the interval passes, or shutdown.
 
@@ -272,7 +291,12 @@ async def _sse_frames(
     deadline = trio.current_time() + config.sse_reconnect_interval
     sent_control = False
     cursor: str | None = None  # the last one sent
-    with service.metrics.live("sse"):
+    live_readers = _live_readers(service)
+    try:
+        live_readers.check(client)
+    except ProtocolError:
+        return  # the last places went to others since the check: the client retries
+    with live_readers.hold(client), service.metrics.live("sse"):
         while True:
             with service.watchers.watch(name) as change:
                 try:

@@ -10,12 +10,15 @@ __all__ = [
     "BadRequest",
     "ConfigMismatch",
     "ContentTypeMismatch",
+    "Forbidden",
     "InvalidEpochSeq",
     "InvalidOffset",
     "MethodNotAllowed",
     "NotImplementedYet",
+    "Overloaded",
     "PayloadTooLarge",
     "ProtocolError",
+    "QuotaExceeded",
     "SeqConflict",
     "SeqGap",
     "StaleEpoch",
@@ -24,6 +27,8 @@ __all__ = [
     "StreamClosed",
     "StreamGone",
     "StreamNotFound",
+    "TooManyRequests",
+    "Unauthorized",
 ]
 
 
@@ -129,6 +134,57 @@ class NotImplementedYet(ProtocolError):
     """A protocol feature this server does not implement."""
 
     status = 501
+
+
+class Unauthorized(ProtocolError):
+    """No credentials, or credentials that are not valid (401 with a Bearer challenge)."""
+
+    status = 401
+
+    def __init__(self, message: str, *, invalid: bool) -> None:
+        challenge = 'Bearer realm="ds_trio"'
+        if invalid:
+            challenge += f', error="invalid_token", error_description="{_quotable(message)}"'
+        super().__init__(message, {"WWW-Authenticate": challenge})
+
+
+class Forbidden(ProtocolError):
+    """Valid credentials without the scope the request needs (403)."""
+
+    status = 403
+
+    def __init__(self, message: str, scope: str) -> None:
+        challenge = f'Bearer realm="ds_trio", error="insufficient_scope", scope="{scope}"'
+        super().__init__(message, {"WWW-Authenticate": challenge})
+
+
+class TooManyRequests(ProtocolError):
+    """A client over its rate or concurrency limit (429 with Retry-After)."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, {"Retry-After": str(max(1, retry_after))})
+
+
+class QuotaExceeded(ProtocolError):
+    """A create that would take a prefix past its stream quota (403)."""
+
+    status = 403
+
+
+class Overloaded(ProtocolError):
+    """The server is at a capacity limit shared by all clients (503 with Retry-After)."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, {"Retry-After": str(max(1, retry_after))})
+
+
+def _quotable(text: str) -> str:
+    """`text` as a quoted-string's content: printable ASCII, no quote or backslash."""
+    return "".join(c for c in text if " " <= c <= "~" and c not in '"\\')
 
 
 class StorageFailure(ProtocolError):
