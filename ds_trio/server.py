@@ -14,6 +14,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from .config import Config
 from .http import StreamService, create_app
+from .http.strict_h11 import install as install_strict_h11
 from .live import StreamWatchers
 from .store import MemoryStore, Store
 from .store.lmdb import LmdbStore
@@ -37,14 +38,18 @@ async def open_store(config: Config) -> Store:
     Raises:
         StoreOpenError: the data dir is not a usable ds_trio store.
     """
+    store: MemoryStore | LmdbStore
     if config.data_dir is None:
-        return MemoryStore()
-    return await LmdbStore.open(
-        config.data_dir,
-        map_size=config.lmdb_map_size,
-        sync=config.lmdb_sync,
-        threads=config.store_threads,
-    )
+        store = MemoryStore()
+    else:
+        store = await LmdbStore.open(
+            config.data_dir,
+            map_size=config.lmdb_map_size,
+            sync=config.lmdb_sync,
+            threads=config.store_threads,
+        )
+    store.stream_quota = config.max_streams_per_prefix
+    return store
 
 
 GC_THRESHOLDS: Final = (50_000, 20, 100)
@@ -91,7 +96,9 @@ def hypercorn_config(config: Config, listen_fd: int | None = None) -> HyperConfi
     hyper.graceful_timeout = config.shutdown_grace
     hyper.accesslog = logging.getLogger("hypercorn.access") if config.access_log else None
     hyper.errorlog = logging.getLogger("hypercorn.error")
-    hyper.keep_alive_timeout = 75
+    hyper.keep_alive_timeout = config.keep_alive_timeout  # h11 also counts header reading as idle
+    hyper.h11_max_incomplete_size = config.max_header_bytes
+    hyper.h2_max_header_list_size = config.max_header_bytes
     hyper.backlog = 2048  # live readers reconnect in bursts
     hyper.include_server_header = False  # names the software to anyone who asks, per response
     return hyper
@@ -113,6 +120,7 @@ async def serve(
     With `config.workers` above 1 this process is one worker of several (see
     `ds_trio.workers`) serving `listen_fd`; otherwise it does everything itself.
     """
+    install_strict_h11()  # before Hypercorn reads a request
     service = StreamService(config, store or await open_store(config), StreamWatchers())
     observe_commits(service)
     app = create_app(service)

@@ -18,7 +18,13 @@ from ..auth.authenticator import load_jwt_verifier
 from ..auth.grants import ADMIN, READ, WRITE
 from ..config import Config, ConfigError
 from ..limits import LiveReaderLimit, RateLimiter
-from ..protocol.errors import BadRequest, Forbidden, ProtocolError, Unauthorized
+from ..protocol.errors import (
+    BadRequest,
+    Forbidden,
+    HeadersTooLarge,
+    ProtocolError,
+    Unauthorized,
+)
 from ..protocol.paths import RESERVED_PREFIX, canonical_stream_name
 from .common import client_address, header
 from .forward import forwarded_base_url
@@ -87,10 +93,12 @@ async def check_request(service: StreamService) -> None:
     """Authenticate, authorize and rate-limit the current request.
 
     Raises:
+        HeadersTooLarge: the request line and headers are over the limit (431).
         Unauthorized: credentials are needed and missing or invalid (401).
         Forbidden: the credentials lack a scope the request needs (403).
         TooManyRequests: the client is over its rate (429).
     """
+    _check_header_size(service.config.max_header_bytes)
     path = _request_path()
     if path in _OPS_PATHS:
         return
@@ -116,6 +124,15 @@ async def check_request(service: StreamService) -> None:
         if not allowed:
             where = f"on {name}" if name is not None else "here"
             raise Forbidden(f"this token has no {scope} scope {where}", scope)
+
+
+def _check_header_size(limit: int) -> None:
+    """h11 only limits headers that arrive in pieces; this counts all of them."""
+    scope = request.scope
+    size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+    if size > limit:
+        raise HeadersTooLarge(f"request headers exceed {limit} bytes")
 
 
 def _take_token(service: StreamService, access: Access) -> None:

@@ -43,7 +43,8 @@ def end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIF
 
     So the last message waits (bounded) until the request body is in (Quart
     keeps reading, and discards past MAX_CONTENT_LENGTH), and is then sent
-    shielded from that cancellation.
+    shielded from that cancellation, even when the body never finished
+    arriving: Hypercorn then closes the connection, inside that `send`.
 
     The callbacks a route adds to `scope[AFTER_RESPONSE]` run once the last
     message is sent, or when the exchange ends without it.
@@ -68,11 +69,11 @@ def end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIF
                 if not request_done.is_set():
                     with trio.move_on_after(timeout):
                         await request_done.wait()
+                with trio.CancelScope(shield=True):  # see the docstring
+                    await send(message)
                 if request_done.is_set():
-                    with trio.CancelScope(shield=True):  # see the docstring
-                        await send(message)
                     _run_callbacks(after_response)
-                    return
+                return
             await send(message)
 
         try:

@@ -11,6 +11,7 @@ __all__ = [
     "ConfigMismatch",
     "ContentTypeMismatch",
     "Forbidden",
+    "HeadersTooLarge",
     "InvalidEpochSeq",
     "InvalidOffset",
     "MethodNotAllowed",
@@ -165,6 +166,12 @@ class TooManyRequests(ProtocolError):
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message, {"Retry-After": str(max(1, retry_after))})
+
+
+class HeadersTooLarge(ProtocolError):
+    """A request line and headers over the configured size (431)."""
+
+    status = 431
 
 
 class QuotaExceeded(ProtocolError):

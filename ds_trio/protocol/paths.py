@@ -10,12 +10,20 @@ characters literal, everything else as upper-case `%XX`. An encoded slash
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 from urllib.parse import quote
 
-from .errors import BadRequest
+from .errors import BadRequest, QuotaExceeded
 
-__all__ = ["MAX_NAME_BYTES", "RESERVED_PREFIX", "canonical_stream_name", "glob_match"]
+__all__ = [
+    "MAX_NAME_BYTES",
+    "RESERVED_PREFIX",
+    "canonical_stream_name",
+    "glob_match",
+    "check_stream_quota",
+    "quota_prefix",
+]
 
 MAX_NAME_BYTES: Final = 1024  # decoded bytes in the whole name
 MAX_SEGMENTS: Final = 32
@@ -94,3 +102,26 @@ def glob_match(pattern: str, path: str) -> bool:
                 reachable[j] = reachable[j - 1] and (head == "*" or head == segs[j - 1])
             reachable[0] = False
     return reachable[-1]
+
+
+def quota_prefix(name: str) -> str | None:
+    """The prefix a stream counts under for `max_streams_per_prefix`: its first segment and `/`.
+
+    Top-level names (no `/`) count under none.
+    """
+    head, slash, _ = name.partition("/")
+    return head + slash if slash else None
+
+
+def check_stream_quota(name: str, quota: int, count: Callable[[str, int], int]) -> None:
+    """Refuse to add a stream at `name` when its prefix already holds `quota` streams.
+
+    `count(prefix, limit)` counts the names under `prefix`, and may stop at `limit`.
+    A `quota` of 0 is no limit.
+
+    Raises:
+        QuotaExceeded: the prefix is full (403).
+    """
+    prefix = quota_prefix(name)
+    if quota and prefix is not None and count(prefix, quota) >= quota:
+        raise QuotaExceeded(f"{prefix} already holds its limit of {quota} streams")

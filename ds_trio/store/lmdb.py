@@ -62,6 +62,7 @@ from ..protocol.streams import (
     read_segments,
     slice_records,
 )
+from ..protocol.paths import check_stream_quota
 from . import lmdb_keys as keys
 from .base import ReadResult, StoreStats
 from .lmdb_env import ResizeGate, StoreOpenError, open_env, release_env
@@ -110,6 +111,7 @@ class LmdbStore:
         self.fault_hook: FaultHook | None = None  # test-only fault injection
         self.commit_observer: Callable[[float], None] | None = None  # seconds per commit
         self.commits = 0  # write transactions committed, for statistics
+        self.stream_quota = 0  # streams per quota prefix; 0: no limit
 
     @classmethod
     async def open(
@@ -345,9 +347,28 @@ class LmdbStore:
         existing = self._find(txn, name, now)
         decision = decide_create(existing, request, now=now, new_id=secrets.token_hex(8))
         if decision.created:
+            self._check_quota(txn, name)
             self._put_records(txn, decision.meta, 0, decision.records)
             self._put_meta(txn, name, decision.meta, None)
         return decision
+
+    def _check_quota(self, txn: lmdb.Transaction, name: bytes) -> None:
+        """Decided in the write transaction, so workers sharing the store agree."""
+        if not self.stream_quota or txn.get(name, db=self._streams) is not None:
+            return
+
+        def count_under(prefix: str, limit: int) -> int:
+            encoded = prefix.encode("utf-8")
+            cursor = txn.cursor(db=self._streams)
+            count = 0
+            if cursor.set_range(encoded):
+                for key in cursor.iternext(keys=True, values=False):
+                    if not bytes(key).startswith(encoded) or count >= limit:
+                        break
+                    count += 1
+            return count
+
+        check_stream_quota(name.decode("utf-8"), self.stream_quota, count_under)
 
     def _fork_in(
         self, txn: lmdb.Transaction, name: bytes, request: ForkRequest, now: float
@@ -365,6 +386,7 @@ class LmdbStore:
         )
         created = decision.created
         if source is not None and decision.source is not None:
+            self._check_quota(txn, name)
             self._put_meta(txn, source_name, decision.source, source)
             self._put_records(txn, created.meta, created.meta.base, created.records)
             self._put_meta(txn, name, created.meta, None)

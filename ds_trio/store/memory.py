@@ -22,6 +22,7 @@ from ..protocol.forks import (
     expire_action,
     release_fork,
 )
+from ..protocol.paths import check_stream_quota
 from ..protocol.producers import ProducerState
 from ..protocol.streams import (
     AppendOutcome,
@@ -70,6 +71,7 @@ class MemoryStore:
         self._deadlines: list[tuple[float, str, str]] = []  # (deadline, name, stream_id)
         self._bytes = 0  # record bytes held, for stats
         self._subscriptions: dict[str, bytes] = {}
+        self.stream_quota = 0  # streams per quota prefix; 0: no limit
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -110,6 +112,13 @@ class MemoryStore:
         else:
             self._remove(stream)
 
+    def _check_quota(self, name: str) -> None:
+        if self.stream_quota and name not in self._streams:
+            check_stream_quota(name, self.stream_quota, self._count_under)
+
+    def _count_under(self, prefix: str, limit: int) -> int:
+        return sum(1 for other in self._streams if other.startswith(prefix))
+
     def _find(self, name: str, now: float) -> _Stream | None:
         """The stream at `name`, after applying its expiry if that has passed."""
         stream = self._streams.get(name)
@@ -146,6 +155,7 @@ class MemoryStore:
         meta = existing.meta if existing else None
         decision = decide_create(meta, request, now=now, new_id=secrets.token_hex(8))
         if decision.created:
+            self._check_quota(name)
             self._add(name, decision)
         return decision
 
@@ -161,6 +171,7 @@ class MemoryStore:
             new_id=secrets.token_hex(8),
         )
         if source is not None and decision.source is not None:
+            self._check_quota(name)
             source.meta = decision.source
             self._add(name, decision.created)
         return decision.created

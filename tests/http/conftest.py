@@ -9,6 +9,7 @@ fails if the server ever answered 500 or logged an unhandled error.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -31,6 +32,12 @@ _ERROR_LOGGERS = ("ds_trio", "hypercorn.error", "quart.app", "asyncio")
 @pytest.fixture(name="server")
 async def _server(nursery: trio.Nursery) -> RunningServer:
     return await start_server(nursery)
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
+    """Settings for a server on each store: none for memory, a data dir for LMDB."""
+    return {} if request.param == "memory" else {"data_dir": tmp_path / "data"}
 
 
 @pytest.fixture(name="client")

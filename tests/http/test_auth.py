@@ -40,11 +40,6 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(params=["memory", "lmdb"])
-def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
-    return {} if request.param == "memory" else {"data_dir": tmp_path / "data"}
-
-
 async def start(nursery: trio.Nursery, store_settings: dict[str, object], **settings: object) -> RunningServer:
     return await start_server(nursery, **store_settings, **settings)
 
