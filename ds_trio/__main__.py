@@ -1,9 +1,11 @@
-"""`python -m ds_trio dev|serve`: run a Durable Streams server."""
+"""`python -m ds_trio dev|serve|token`: run a Durable Streams server, or make it a token."""
 
 from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
+import json
 import logging
 import signal
 import sys
@@ -15,13 +17,18 @@ from typing import Final
 import trio
 
 from . import __version__
+from .auth import hash_token, new_token
+from .auth.grants import GrantError, parse_static_token
 from .config import Config, ConfigError, env_settings, read_toml
+from .http.access import build_access
 from .server import open_store, serve, tune_gc, wait_for_signal
 from .store import Store
 from .store.lmdb import StoreOpenError
 from .workers.supervisor import WorkerSocket, become_worker, report_ready, supervise
 
 __all__ = ["main"]
+
+log = logging.getLogger("ds_trio")
 
 
 # (flag, help); each flag sets the Config field of the same name.
@@ -41,6 +48,9 @@ _FLAGS: Final = (
     ("--trusted-proxies", "proxy addresses/networks whose X-Forwarded-* headers count"),
     ("--shutdown-grace", "time in-flight requests get on shutdown (default 10s)"),
     ("--log-level", "debug, info, warning or error (default info)"),
+    ("--tokens-file", "a TOML file of [[tokens]]: turns access control on"),
+    ("--rate-limit", "requests per second per client, e.g. 50 (default 0: off)"),
+    ("--max-live-readers-per-client", "concurrent long-polls and SSE streams (default 10000)"),
 )
 
 
@@ -59,7 +69,33 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--access-log", action=argparse.BooleanOptionalAction, default=None, help="log requests"
         )
+    token = commands.add_parser("token", help="make a bearer token and print its [[tokens]] entry")
+    token.add_argument("name", help="a name for the token, shown in logs and rate limits")
+    token.add_argument(
+        "--scopes", default="read", help="comma-separated: read, write, admin (default read)"
+    )
+    token.add_argument(
+        "--streams", default="**", help="comma-separated stream globs, e.g. 'events/**' (default **)"
+    )
     return parser
+
+
+def _make_token(args: argparse.Namespace) -> int:
+    """Print a new token once, and the entry that lets it in (holding only its digest)."""
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    streams = [s.strip() for s in args.streams.split(",") if s.strip()]
+    secret = new_token()
+    entry = {"name": args.name, "sha256": hash_token(secret), "scopes": scopes, "streams": streams}
+    try:
+        parse_static_token(entry)
+    except GrantError as exc:
+        print(f"ds-trio: {exc}", file=sys.stderr)
+        return 2
+    print(f"# token for {args.name} (shown once; give it to the client):\n# {secret}")
+    print("[[tokens]]")
+    for key, value in entry.items():
+        print(f"{key} = {json.dumps(value)}")
+    return 0
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -136,8 +172,27 @@ async def _serve(
             print(f"ds_trio {__version__}: streams at http://{host_port}{config.stream_root}/", flush=True)
         where = "memory (data is lost on exit)" if config.data_dir is None else str(config.data_dir)
         print(f"store: {where}; Ctrl-C to stop", flush=True)
+        _report_access(config)
         tune_gc()
     return 0
+
+
+def _report_access(config: Config) -> None:
+    if config.access_control:
+        print("access control: on (bearer tokens required)", flush=True)
+    elif not _is_loopback(config.host):
+        log.warning(
+            "access control is off and %s is reachable from other machines: anyone there "
+            "can create, append to and delete streams (see the README's Security section)",
+            config.host,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _bind_failure(exc: BaseException) -> OSError | None:
@@ -157,8 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     worker = become_worker()
     args = _parser().parse_args(argv)
+    if args.command == "token":
+        return _make_token(args)
     try:
         config = _config(args)
+        build_access(config)  # reads the token and key files: their errors now, in one line
     except ConfigError as exc:
         print(f"ds-trio: bad configuration: {exc}", file=sys.stderr)
         return 2

@@ -3,11 +3,14 @@ that name the setting."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from ds_trio.__main__ import _config, _parser, main
+from ds_trio.auth import Authenticator
+from ds_trio.auth.authenticator import parse_tokens
 from ds_trio.config import Config, ConfigError, parse_duration, parse_size
 
 
@@ -47,6 +50,14 @@ def test_sizes(text: str, size: int) -> None:
         ("trusted_proxies", "10.0.0.0/8,somewhere", "trusted_proxies: not an address"),
         ("stream_root", "v1/stream", "stream_root must start with '/'"),
         ("colour", "blue", "unknown setting: colour"),
+        ("rate_limit", "fast", "rate_limit must be a number"),
+        ("rate_limit", "-1", "rate_limit must be a non-negative"),
+        ("max_live_readers", "0", "max_live_readers must be at least 1"),
+        ("max_streams_per_prefix", "-1", "max_streams_per_prefix must not be negative"),
+        ("max_header_bytes", "100", "max_header_bytes must be at least 1KiB"),
+        ("keep_alive_timeout", "forever", "keep_alive_timeout: not a duration"),
+        ("jwt_jwks_file", "/etc/jwks.json", "jwt_audience is required"),
+        ("tokens", "secret", "tokens must be a list of tables"),
     ],
 )
 def test_bad_values_name_the_setting(setting: str, value: str, message: str) -> None:
@@ -147,3 +158,34 @@ def test_the_asgi_app_reads_its_file_then_the_environment(
     config = config_from_environment()
     assert config.workers == 2 and config.data_dir == tmp_path / "d"
     assert config.long_poll_timeout == 7.0
+
+
+def test_tokens_in_toml_and_a_tokens_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    digest = "ab" * 32
+    settings = tmp_path / "server.toml"
+    settings.write_text(f'[[tokens]]\nname = "ci"\nsha256 = "{digest}"\nscopes = ["read", "write"]\n')
+    config = _config(_parser().parse_args(["serve", "--config", str(settings)]))
+    assert config.access_control and config.tokens[0].grant.scopes == {"read", "write"}
+    assert not Config().access_control
+    bad = tmp_path / "tokens.toml"
+    bad.write_text('[[tokens]]\nname = "ci"\nsha256 = "nothex"\nscopes = ["read"]\n')
+    assert main(["serve", "--tokens-file", str(bad)]) == 2
+    assert "sha256 must be 64 hex digits" in capsys.readouterr().err
+    key = tmp_path / "jwt.pem"
+    key.write_text("not a key")
+    jwt = tmp_path / "jwt.toml"
+    jwt.write_text(f'jwt_public_key_file = "{key}"\njwt_audience = "streams"\n')
+    assert main(["serve", "--config", str(jwt)]) == 2
+    assert "not a readable public key" in capsys.readouterr().err
+
+
+def test_token_command_prints_a_token_and_its_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "ingest", "--scopes", "write", "--streams", "events/**,logs/*"]) == 0
+    out = capsys.readouterr().out
+    secret = next(line[2:] for line in out.splitlines() if line.startswith("# dst_"))
+    tokens = parse_tokens(tomllib.loads(out)["tokens"])
+    principal = Authenticator.build(tokens, None).authenticate(f"Bearer {secret}", 0)
+    assert principal.allows("write", "logs/a") and not principal.allows("read", "logs/a")
+    assert secret not in out.split("[[tokens]]", 1)[1]  # the entry holds only the digest
+    assert main(["token", "x", "--scopes", "root"]) == 2
+    assert "unknown scope" in capsys.readouterr().err
