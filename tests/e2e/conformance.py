@@ -141,8 +141,13 @@ async def running_hypercorn(env: dict[str, str], *args: str) -> AsyncIterator[tr
         await process.stdout.aclose()
 
 
-def run_suite(base_url: str, report: Path, timeout: float = 1200.0) -> SuiteResult:
-    """Run the pinned suite (vitest) against `base_url`; parse its JSON report."""
+def run_suite(
+    base_url: str, report: Path, timeout: float = 1200.0, token: str | None = None
+) -> SuiteResult:
+    """Run the pinned suite (vitest) against `base_url`; parse its JSON report.
+
+    With `token`, every request the suite sends carries it (auth-setup.mjs).
+    """
     npx = shutil.which("npx")
     if npx is None or not (SUITE_DIR / "node_modules").is_dir():
         raise RuntimeError(
@@ -150,6 +155,9 @@ def run_suite(base_url: str, report: Path, timeout: float = 1200.0) -> SuiteResu
             "(scripts/test does this)"
         )
     env = dict(os.environ, DS_TRIO_CONFORMANCE_URL=base_url, DS_TRIO_LONG_POLL_TIMEOUT_MS="500")
+    env.pop("DS_TRIO_CONFORMANCE_TOKEN", None)
+    if token is not None:
+        env["DS_TRIO_CONFORMANCE_TOKEN"] = token
     subprocess.run(
         [npx, "vitest", "run", "--reporter=dot", "--reporter=json", f"--outputFile.json={report}"],
         cwd=SUITE_DIR,

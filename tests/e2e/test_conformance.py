@@ -3,7 +3,8 @@ pinned in tests/conformance/package-lock.json) against a real ds_trio process.
 
 The server runs with a 500 ms long-poll timeout, as the upstream servers do
 under this suite. Every case must pass against both stores, and against two
-worker processes sharing one LMDB data dir: 338 of 338,
+worker processes sharing one LMDB data dir, and with access control on
+(the suite holding a token with every scope): 338 of 338,
 forks included, and the opt-in subscription group (enabled with
 `subscriptions: true` in conformance.test.mjs) with its 6 cases.
 """
@@ -13,7 +14,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
+
+from ds_trio.auth import hash_token, new_token
 
 from .conformance import ServerProcess, run_suite
 
@@ -30,16 +34,25 @@ def _is_protocol(title: str) -> bool:
     return not _is_subscription(title)
 
 
-@pytest.mark.parametrize("store", ["memory", "lmdb", "lmdb-2-workers"])
+@pytest.mark.parametrize("store", ["memory", "lmdb", "lmdb-2-workers", "memory-auth", "lmdb-auth"])
 def test_conformance(store: str, tmp_path: Path) -> None:
     args = ["--long-poll-timeout", "500ms", "--access-log"]
     if store.startswith("lmdb"):
         args += ["--data-dir", str(tmp_path / "data")]
     if store == "lmdb-2-workers":
         args += ["--workers", "2"]
+    token = None
+    if store.endswith("-auth"):  # access control on; the suite holds a token with every scope
+        token = new_token()
+        tokens = tmp_path / "tokens.toml"
+        tokens.write_text(f'[[tokens]]\nname = "suite"\nsha256 = "{hash_token(token)}"\nscopes = ["admin"]\n')
+        args += ["--tokens-file", str(tokens)]
     server = ServerProcess(*args)
     try:
-        result = run_suite(server.base_url, tmp_path / "report.json")
+        if token is not None:
+            refused = httpx.put(f"{server.base_url}/v1/stream/no-token", timeout=10)
+            assert refused.status_code == 401  # the suite's requests pass only with the token
+        result = run_suite(server.base_url, tmp_path / "report.json", token=token)
     finally:
         exit_code = server.stop()
     protocol = result.counts(_is_protocol)
