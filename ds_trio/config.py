@@ -108,6 +108,7 @@ class Config:
     max_header_bytes: int = 16 * KIB  # request line and headers
     keep_alive_timeout: float = 75 * SECONDS  # idle connections; also bounds reading headers
     body_timeout: float = 60 * SECONDS  # the most time a request body may take to arrive
+    send_timeout: float = 60 * SECONDS  # a client leaving sent data unread this long is dropped
 
     def __post_init__(self) -> None:
         if not self.stream_root.startswith("/") or self.stream_root.endswith("/"):
@@ -226,6 +227,7 @@ _DURATIONS: Final = {
     "webhook_retry_max",
     "keep_alive_timeout",
     "body_timeout",
+    "send_timeout",
 }
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _LISTS: Final = {"trusted_proxies"}

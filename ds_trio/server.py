@@ -5,11 +5,13 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 import trio
 from hypercorn.config import Config as HyperConfig
+from hypercorn.config import Sockets
 from hypercorn.trio import serve as hypercorn_serve
 
 from .config import Config
@@ -84,13 +86,32 @@ async def wait_for_signal(*signals: int) -> None:
             return
 
 
+class _HyperConfig(HyperConfig):
+    """Hypercorn's settings, and a send timeout on the sockets it listens on."""
+
+    send_timeout: float = 0.0  # seconds; 0: none
+
+    def create_sockets(self) -> Sockets:
+        sockets = super().create_sockets()
+        if self.send_timeout > 0:
+            # Accepted connections inherit it: the kernel drops a connection whose
+            # client leaves sent data unread (a zero window) or unacknowledged this long.
+            # Hypercorn's sends are shielded, so nothing above the socket could bound them.
+            milliseconds = max(1, round(self.send_timeout * 1000))
+            for sock in [*sockets.insecure_sockets, *sockets.secure_sockets]:
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
+        return sockets
+
+
 def hypercorn_config(config: Config, listen_fd: int | None = None) -> HyperConfig:
     """Hypercorn's settings for serving `config`: bind, timeouts, logs, backlog.
 
     `listen_fd` is a listening socket to serve instead of binding host:port
     (a worker of `serve --workers` shares its supervisor's).
     """
-    hyper = HyperConfig()
+    hyper = _HyperConfig()
+    hyper.send_timeout = config.send_timeout
     host = f"[{config.host}]" if ":" in config.host else config.host
     hyper.bind = [f"{host}:{config.port}" if listen_fd is None else f"fd://{listen_fd}"]
     hyper.graceful_timeout = config.shutdown_grace

@@ -11,7 +11,7 @@ import trio
 from ds_trio.auth import hash_token, new_token
 
 from ..conftest import RunningServer, start_server
-from .helpers import FakeClock, assert_short_text_error, wait_for_watchers
+from .helpers import FakeClock, assert_short_text_error, wait_for_watchers, wait_until
 
 TEXT = {"Content-Type": "text/plain"}
 ALICE, BOB = new_token(), new_token()
@@ -190,3 +190,27 @@ async def test_slow_bodies_are_cut_off(
     assert received.startswith(b"HTTP/1.1 408"), received[:100]
     read = await client.get(server.url("slow"), params={"offset": "-1"})
     assert read.content == b""  # nothing of the cut-off body was appended
+
+
+async def test_a_client_that_stops_reading_is_dropped(
+    nursery: trio.Nursery, store_settings: dict[str, object], client: httpx.AsyncClient
+) -> None:
+    server = await start(nursery, store_settings, send_timeout="1s", sse_reconnect_interval="120s")
+    url = server.url("firehose")
+    await client.put(url, headers=TEXT)
+    port = int(server.base_url.rsplit(":", 1)[1])
+    sock = trio.socket.socket()
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", port))
+    stalled = trio.SocketStream(sock)
+    async with stalled:
+        await stalled.send_all(b"GET /v1/stream/firehose?offset=-1&live=sse HTTP/1.1\r\nHost: a\r\n\r\n")
+        access = server.service.access
+        assert access is not None
+        await wait_until(lambda: access.live_readers.held() == 1)
+        chunk = b"z" * 256 * 1024
+        with trio.fail_after(20):  # the client reads nothing: the server's sends stall, then fail
+            while access.live_readers.held():
+                await client.post(url, content=chunk, headers=TEXT)
+                await trio.sleep(0.1)
+    assert (await client.get(f"{server.base_url}/healthz")).status_code == 200
