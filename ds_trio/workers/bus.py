@@ -17,6 +17,7 @@ and the store stays the source of truth.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -178,9 +179,14 @@ class PeerBus:
             known = await trio.to_thread.run_sync(self._register, registration, about)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                [hello] = encode_events([(HELLO, self.peer_id)])
                 for peer_id in known:
                     if peer_id != self.peer_id:
-                        self._add(peer_id).pending.add(HELLO, self.peer_id)
+                        self._add(peer_id)
+                        # Sent before this worker serves, not queued: the peer then
+                        # has it before any reader here can wait on the peer's appends.
+                        with contextlib.suppress(OSError):  # gone: its sender finds out
+                            await sock.sendto(hello, self._address(peer_id))
                 task_status.started()
                 await self._receive(sock)
         finally:
