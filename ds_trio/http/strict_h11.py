@@ -23,14 +23,19 @@ refusing them:
   notices (RFC 9112 forbids sending it).
 - a bare LF ending a line of the head: h11 accepts it (RFC 9112 2.2 allows
   either); a proxy that does not sees a different set of header fields.
+- `Upgrade: h2c`: Hypercorn switches the connection to HTTP/2, and a proxy
+  that forwards Upgrade (Caddy does, for WebSockets) then passes on HTTP/2
+  requests its rules never see (h2c smuggling). The h2c offer and its
+  HTTP2-Settings are dropped from the request instead, so it is served as
+  HTTP/1.1 (RFC 9110 7.8 lets a server ignore Upgrade); other offers stay.
 
-`install()` makes h11 refuse all of these with 400, which Hypercorn sends with
-`Connection: close` before closing the connection. Only the reader of request
-heads changes: the one h11 uses when the peer is a client (`(CLIENT, IDLE)` in
-`h11._readers.READERS`). Responses this server sends, and responses received
-by httpx (which uses h11 in this process for webhooks and forwarding), are
-untouched. What h11 already refuses keeps its own status (conflicting lengths,
-bad chunk sizes: 400; a coding other than chunked: 501).
+`install()` makes h11 refuse all but the last with 400, which Hypercorn sends
+with `Connection: close` before closing the connection. Only the reader of
+request heads changes: the one h11 uses when the peer is a client (`(CLIENT,
+IDLE)` in `h11._readers.READERS`). Responses this server sends, and responses
+received by httpx (which uses h11 in this process for webhooks and
+forwarding), are untouched. What h11 already refuses keeps its own status
+(conflicting lengths, bad chunk sizes: 400; a coding other than chunked: 501).
 
 This patches h11 internals. `install()` checks that they are where this
 module expects, and that the patched parser refuses a smuggling request, and
@@ -139,6 +144,38 @@ def _check_request_head(lines: list[bytearray], consumed: int, http_version: byt
             raise _refused("Content-Length too large")
 
 
+def _names_h2c(protocol: bytes) -> bool:
+    # As Hypercorn reads the value: a str strip, so b"\xa0h2c" is h2c too.
+    return protocol.decode("latin1").strip().lower() == "h2c"
+
+
+def _ignore_h2c(request: h11.Request) -> h11.Request:
+    """`request` without its offer to switch to cleartext HTTP/2, or `request` if none."""
+    offered = False
+    headers: list[tuple[bytes, bytes]] = []
+    for name, value in request.headers.raw_items():
+        lowered = name.lower()
+        if lowered == b"http2-settings":
+            continue
+        if lowered == b"upgrade":
+            protocols = [p.strip(b" \t") for p in value.split(b",") if p.decode("latin1").strip()]
+            kept = [protocol for protocol in protocols if not _names_h2c(protocol)]
+            if len(kept) < len(protocols):
+                offered = True
+                if not kept:
+                    continue
+                value = b", ".join(kept)
+        headers.append((name, value))
+    if not offered:
+        return request
+    return h11.Request(
+        method=request.method,
+        target=request.target,
+        headers=headers,
+        http_version=request.http_version,
+    )
+
+
 def _strict(read_request_head: RequestHeadReader) -> RequestHeadReader:
     def read_strict_request_head(buffer: ReceiveBuffer) -> h11.Request | None:
         recording = _RecordingBuffer(buffer)
@@ -147,6 +184,7 @@ def _strict(read_request_head: RequestHeadReader) -> RequestHeadReader:
             if recording.lines is None:
                 raise H11InternalsChanged("h11 read a request head without extracting its lines")
             _check_request_head(recording.lines, recording.consumed, request.http_version)
+            request = _ignore_h2c(request)
         return request
 
     read_strict_request_head.strict_h11 = True  # type: ignore[attr-defined]

@@ -4,7 +4,8 @@ Each refused request is an append to stream `outer` whose body, under some
 other reading of its framing, holds a second request: an append to stream
 `victim`. The raw bytes go on a plain TCP connection; the test asserts the
 one status the server answers, that it then closes the connection, and that
-neither stream changed, so no smuggled request ran.
+neither stream changed, so no smuggled request ran. An offer to upgrade to
+cleartext HTTP/2 (h2c) is ignored: the connection stays HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -12,12 +13,18 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 import h11
+import hypercorn.trio
 import pytest
 import trio
+from hypercorn.config import Config as HyperConfig
+from quart import websocket
+from quart_trio import QuartTrio
+from trio_websocket import open_websocket_url
 
 from ds_trio.http import strict_h11
 
@@ -132,6 +139,7 @@ class Exchange:
 
     statuses: list[int]
     closed: bool  # the server closed the connection within CLOSE_TIMEOUT
+    data: bytes
 
 
 async def exchange(server: RunningServer, data: bytes, *, half_close: bool = False) -> Exchange:
@@ -152,7 +160,8 @@ async def exchange(server: RunningServer, data: bytes, *, half_close: bool = Fal
             except trio.BrokenResourceError:  # reset instead of closed: closed all the same
                 pass
             closed = True
-    return Exchange([int(status) for status in STATUS_LINE.findall(received)], closed)
+    statuses = [int(status) for status in STATUS_LINE.findall(received)]
+    return Exchange(statuses, closed, bytes(received))
 
 
 @pytest.fixture(name="streams")
@@ -244,6 +253,74 @@ async def test_httpx_streaming_upload_is_chunked_and_accepted(
     assert response.request.headers["transfer-encoding"] == "chunked"
     assert response.status_code == 204, response.text
     assert await content(client, server, "outer") == INITIAL + b"-a--b-"
+
+
+H2C_UPGRADE: Final = (
+    b"Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+)
+H2C_SPELLINGS: Final = {"h2c": b"h2c", "nbsp-upper-case": b"\xa0H2C"}  # Hypercorn takes both
+
+
+@pytest.mark.parametrize("h2c", H2C_SPELLINGS.values(), ids=H2C_SPELLINGS.keys())
+async def test_h2c_upgrade_is_ignored_and_the_connection_stays_http_1_1(
+    server: RunningServer, client: httpx.AsyncClient, streams: None, h2c: bytes
+) -> None:
+    # Behind a proxy that forwards Upgrade, a 101 here would make the proxied
+    # connection HTTP/2 straight to this server, past the proxy's rules.
+    read = b"GET /v1/stream/outer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    upgrade = b"Upgrade: " + h2c + b"\r\n" + H2C_UPGRADE
+    result = await exchange(server, read + upgrade + b"\r\n" + read + b"Connection: close\r\n\r\n")
+    assert result.statuses == [200, 200]
+    assert result.data.startswith(b"HTTP/1.1 200 ")
+    assert result.data.count(b"\r\n\r\n" + INITIAL) == 2
+    assert result.closed
+
+
+async def test_h2c_upgrade_with_a_body_appends_over_http_1_1(
+    server: RunningServer, client: httpx.AsyncClient, streams: None
+) -> None:
+    requests = outer_request(b"Upgrade: h2c\r\n" + H2C_UPGRADE + length(b"-a-"), b"-a-")
+    requests += outer_request(length(b"-b-") + b"Connection: close\r\n", b"-b-")
+    result = await exchange(server, requests)
+    assert result.statuses == [204, 204]
+    assert result.closed
+    assert await content(client, server, "outer") == INITIAL + b"-a--b-"
+
+
+def parse_request_head(head: bytes) -> h11.Request:
+    strict_h11.install()
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(head)
+    request = connection.next_event()
+    assert isinstance(request, h11.Request)
+    return request
+
+
+def test_other_upgrade_offers_are_kept() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: %s\r\n" + H2C_UPGRADE + b"\r\n"
+    websocket_only = list(parse_request_head(head % b"websocket").headers)
+    assert (b"upgrade", b"websocket") in websocket_only
+    assert (b"http2-settings", b"AAMAAABkAARAAAAAAAIAAAAA") in websocket_only
+    without_h2c = list(parse_request_head(head % b"h2c, websocket").headers)
+    assert [value for name, value in without_h2c if name == b"upgrade"] == [b"websocket"]
+    assert b"http2-settings" not in [name for name, _ in without_h2c]
+
+
+async def test_websocket_handshake_still_reaches_hypercorn(nursery: trio.Nursery) -> None:
+    strict_h11.install()
+    app = QuartTrio(__name__)
+
+    @app.websocket("/ws")
+    async def greet() -> None:
+        await websocket.send("hello")
+
+    hyper = HyperConfig()
+    hyper.bind = ["127.0.0.1:0"]
+    urls = await nursery.start(partial(hypercorn.trio.serve, app, hyper))
+    with trio.fail_after(CLOSE_TIMEOUT):
+        url = urls[0].replace("http://", "ws://", 1) + "/ws"
+        async with open_websocket_url(url) as connection:
+            assert await connection.get_message() == "hello"
 
 
 def test_install_is_idempotent() -> None:
