@@ -16,7 +16,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from .config import Config
 from .http import StreamService, create_app
-from .http.strict_h11 import install as install_strict_h11
+from .http import idle_close, strict_h11
 from .live import StreamWatchers
 from .store import MemoryStore, Store
 from .store.lmdb import LmdbStore
@@ -141,7 +141,8 @@ async def serve(
     With `config.workers` above 1 this process is one worker of several (see
     `ds_trio.workers`) serving `listen_fd`; otherwise it does everything itself.
     """
-    install_strict_h11()  # before Hypercorn reads a request
+    strict_h11.install()  # before Hypercorn reads a request
+    idle_close.install()
     service = StreamService(config, store or await open_store(config), StreamWatchers())
     observe_commits(service)
     app = create_app(service)

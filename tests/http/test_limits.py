@@ -148,8 +148,11 @@ async def _closed_within(stream: trio.SocketStream, seconds: float) -> bytes:
     """Everything the server sends until it closes the connection (bounded)."""
     received = b""
     with trio.fail_after(seconds):
-        while chunk := await stream.receive_some(4096):
-            received += chunk
+        try:
+            while chunk := await stream.receive_some(4096):
+                received += chunk
+        except trio.BrokenResourceError:  # reset: closed while the client still sent
+            pass
     return received
 
 
@@ -214,3 +217,23 @@ async def test_a_client_that_stops_reading_is_dropped(
                 await client.post(url, content=chunk, headers=TEXT)
                 await trio.sleep(0.1)
     assert (await client.get(f"{server.base_url}/healthz")).status_code == 200
+
+
+async def test_connections_closed_by_idle_clients_are_let_go_at_once(
+    nursery: trio.Nursery, store_settings: dict[str, object], client: httpx.AsyncClient
+) -> None:
+    server = await start(nursery, store_settings)  # keep-alive timeout: 75 s
+    port = int(server.base_url.rsplit(":", 1)[1])
+    baseline = trio.lowlevel.current_statistics().tasks_living
+    async def use_then_idle_then_close() -> None:
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            answer = b""
+            while b"ok\n" not in answer:
+                answer += await stream.receive_some(4096)
+            await trio.sleep(0.2)  # the client idles a moment (the server's timer runs), then leaves
+
+    async with trio.open_nursery() as clients:
+        for _ in range(20):
+            clients.start_soon(use_then_idle_then_close)
+    await wait_until(lambda: trio.lowlevel.current_statistics().tasks_living <= baseline, 5)
