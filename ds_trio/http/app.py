@@ -215,7 +215,7 @@ def create_app(service: StreamService) -> QuartTrio:
         request_counter(request.method, response.status_code).inc()
         return response
 
-    wrapped = end_response_after_request(app.asgi_app, config.body_timeout)
+    wrapped = end_response_after_request(app.asgi_app, config.body_timeout, config.send_timeout)
     app.asgi_app = wrapped  # type: ignore[method-assign]
     return app
 

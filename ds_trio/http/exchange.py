@@ -6,6 +6,7 @@ acknowledgement is on the wire before the live readers it wakes get to run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Final
 
@@ -30,7 +31,9 @@ def _run_callbacks(callbacks: list[Callable[[], None]]) -> None:
         callbacks.pop(0)()
 
 
-def end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIFramework:
+def end_response_after_request(
+    asgi_app: ASGIFramework, timeout: float, send_timeout: float = 0.0
+) -> ASGIFramework:
     """Let Hypercorn finish each exchange: hold the response's end, then shield it.
 
     Hypercorn (trio) recycles or closes the connection inside the app's last
@@ -46,9 +49,14 @@ def end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIF
     shielded from that cancellation, even when the body never finished
     arriving: Hypercorn then closes the connection, inside that `send`.
 
+    The shield has a deadline of its own, `send_timeout` (0: none): over HTTP/2
+    a client that opens no flow-control window would otherwise hold the send,
+    and the server's shutdown, forever.
+
     The callbacks a route adds to `scope[AFTER_RESPONSE]` run once the last
     message is sent, or when the exchange ends without it.
     """
+    send_limit = send_timeout if send_timeout > 0 else math.inf
 
     async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         if scope["type"] != "http":
@@ -69,7 +77,8 @@ def end_response_after_request(asgi_app: ASGIFramework, timeout: float) -> ASGIF
                 if not request_done.is_set():
                     with trio.move_on_after(timeout):
                         await request_done.wait()
-                with trio.CancelScope(shield=True):  # see the docstring
+                deadline = trio.current_time() + send_limit
+                with trio.CancelScope(shield=True, deadline=deadline):  # see the docstring
                     await send(message)
                 if request_done.is_set():
                     _run_callbacks(after_response)

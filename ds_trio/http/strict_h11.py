@@ -28,8 +28,13 @@ refusing them:
   requests its rules never see (h2c smuggling). The h2c offer and its
   HTTP2-Settings are dropped from the request instead, so it is served as
   HTTP/1.1 (RFC 9110 7.8 lets a server ignore Upgrade); other offers stay.
+- the HTTP/2 preface (`PRI * HTTP/2.0`, prior knowledge): Hypercorn's h2
+  code let one request with a non-ASCII path or method end the whole process,
+  and a client that opens no flow-control window could hold a send forever.
+  ds_trio serves HTTP/1.1 only (a proxy in front speaks HTTP/2 and 3 to
+  clients), so the preface is refused with 400.
 
-`install()` makes h11 refuse all but the last with 400, which Hypercorn sends
+`install()` makes h11 refuse all but h2c upgrades with 400, which Hypercorn sends
 with `Connection: close` before closing the connection. Only the reader of
 request heads changes: the one h11 uses when the peer is a client (`(CLIENT,
 IDLE)` in `h11._readers.READERS`). Responses this server sends, and responses
@@ -140,7 +145,7 @@ def _check_request_head(lines: list[bytearray], consumed: int, http_version: byt
         length = content_lengths[0]
         if not length.isdigit() or (length.startswith(b"0") and length != b"0"):
             raise _refused("Content-Length must be one decimal number")
-        if int(length) > MAX_CONTENT_LENGTH:
+        if len(length) > 19 or int(length) > MAX_CONTENT_LENGTH:
             raise _refused("Content-Length too large")
 
 
@@ -183,6 +188,8 @@ def _strict(read_request_head: RequestHeadReader) -> RequestHeadReader:
         if request is not None:
             if recording.lines is None:
                 raise H11InternalsChanged("h11 read a request head without extracting its lines")
+            if request.method == b"PRI":  # the HTTP/2 connection preface
+                raise _refused("HTTP/2 over cleartext is not served; use HTTP/1.1")
             _check_request_head(recording.lines, recording.consumed, request.http_version)
             request = _ignore_h2c(request)
         return request

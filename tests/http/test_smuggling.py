@@ -21,6 +21,8 @@ import h11
 import hypercorn.trio
 import pytest
 import trio
+from h2.config import H2Configuration
+from h2.connection import H2Connection
 from hypercorn.config import Config as HyperConfig
 from quart import websocket
 from quart_trio import QuartTrio
@@ -352,3 +354,22 @@ def test_received_responses_keep_h11_leniency() -> None:
     assert (b"x-folded", b"a b") in list(response.headers)
     body = connection.next_event()
     assert isinstance(body, h11.Data) and body.data == b"abc"
+
+
+@pytest.mark.parametrize("path", [b"/v1/stream/x", b"/\xff"])
+async def test_http2_prior_knowledge_is_refused_and_the_server_lives(
+    server: RunningServer, client: httpx.AsyncClient, path: bytes
+) -> None:
+    h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    h2.initiate_connection()
+    request = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", path)]
+    h2.send_headers(1, request, end_stream=True)
+    port = int(server.base_url.rsplit(":", 1)[1])
+    received = b""
+    with trio.fail_after(10):
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all(h2.data_to_send())
+            while chunk := await stream.receive_some(4096):
+                received += chunk
+    assert received.startswith(b"HTTP/1.1 400 "), received[:80]
+    assert (await client.get(f"{server.base_url}/healthz")).status_code == 200
