@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["Access", "build_access", "check_request", "client_key", "principal"]
 
 PRINCIPAL_KEY: Final = "ds_trio.principal"  # scope key: the request's Principal, if any
-_OPS_PATHS: Final = frozenset({"/healthz", "/readyz"})
+_OPS_ENDPOINTS: Final = frozenset({"healthz", "readyz"})
 _METHOD_SCOPES: Final = {"GET": READ, "HEAD": READ, "POST": WRITE, "PUT": WRITE, "DELETE": ADMIN}
 _SELF_AUTHENTICATED: Final = frozenset({"callback", "ack", "release"})  # their own tokens
 
@@ -99,13 +99,14 @@ async def check_request(service: StreamService) -> None:
         TooManyRequests: the client is over its rate (429).
     """
     _check_header_size(service.config.max_header_bytes)
-    path = _request_path()
-    if path in _OPS_PATHS:
+    endpoint = request.endpoint  # routing has run: decided on the route, not its spelling
+    if endpoint in _OPS_ENDPOINTS:
         return
+    path = _request_path()
     access = service.access
     assert access is not None
     limited = access.rate_limiter is not None and forwarded_base_url(service) is None
-    needs = _needs(service.config, path) if access.authenticator.enabled else None
+    needs = _needs(service.config, endpoint, path) if access.authenticator.enabled else None
     if needs is None:
         if limited:
             _take_token(service, access)
@@ -145,17 +146,20 @@ def _request_path() -> str:
     return raw_path.decode("latin-1").split("?", 1)[0]
 
 
-def _needs(config: Config, path: str) -> list[tuple[str, str | None]] | None:
+def _needs(config: Config, endpoint: str | None, path: str) -> list[tuple[str, str | None]] | None:
     """The (scope, name) pairs the request must hold, or None for a public one.
 
     A name of None asks for the scope anywhere; an empty list for credentials only.
+    The stream routes read the raw path, as `stream_name` and the reserved routes do.
     """
     method = request.method
-    if path == "/metrics":
+    if endpoint == "metrics":
         return [(ADMIN, None)]
     prefix = config.stream_root + "/"
+    if endpoint not in ("stream", "reserved"):
+        return [] if endpoint is not None else None  # unknown paths answer 404 to everyone
     if method == "OPTIONS" or not path.startswith(prefix):
-        return None  # preflights, and paths that answer 404 to everyone
+        return None
     rest = path[len(prefix) :]
     first, _, tail = rest.partition("/")
     if first == RESERVED_PREFIX:

@@ -57,11 +57,16 @@ class Forwarding:
     client: httpx.AsyncClient
 
 
+def _same_secret(proof: str, secret: str) -> bool:
+    """Constant-time comparison of a header's value (any latin-1 text) with a secret."""
+    return hmac.compare_digest(proof.encode("utf-8", "replace"), secret.encode("utf-8"))
+
+
 def forwarded_base_url(service: StreamService) -> str | None:
     """The base URL a worker forwarded this request with, if it proved it is one."""
     forwarding = service.forwarding
     proof = header(FORWARD_HEADER)
-    if forwarding is None or proof is None or not hmac.compare_digest(proof, forwarding.secret):
+    if forwarding is None or proof is None or not _same_secret(proof, forwarding.secret):
         return None
     return header(BASE_URL_HEADER)
 
@@ -73,7 +78,7 @@ async def forward_to_leader(service: StreamService, forwarding: Forwarding) -> R
         raise LeaderUnavailable("no worker holds the subscriptions yet; retry", {"Retry-After": "1"})
     url, secret = leader
     proof = header(FORWARD_HEADER)
-    if proof is not None and hmac.compare_digest(proof, secret):  # sent here by a worker: never twice
+    if proof is not None and _same_secret(proof, secret):  # sent here by a worker: never twice
         raise LeaderUnavailable("the subscriptions are moving to another worker; retry", {"Retry-After": "1"})
     target = request.scope.get("raw_path") or request.path.encode()
     query = request.scope.get("query_string") or b""

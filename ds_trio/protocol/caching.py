@@ -52,8 +52,9 @@ def next_cursor(
         jitter_seconds: a random integer in [1, 3600] from the caller.
     """
     current = max(0, math.floor((now - epoch) / interval))
-    try:
-        echoed = int(client_cursor) if client_cursor is not None else None
+    try:  # 20 digits outlast the clock; more would be a number too big to print
+        fits = client_cursor is not None and len(client_cursor) <= 20
+        echoed = int(client_cursor) if fits else None
     except ValueError:
         echoed = None
     if echoed is not None and echoed >= current:

@@ -48,7 +48,7 @@ def parse_ttl(value: str | None) -> int | None:
         return None
     if not _TTL_RE.fullmatch(value):
         raise BadRequest("Stream-TTL must be a non-negative integer without leading zeros")
-    ttl = int(value)
+    ttl = int(value) if len(value) <= 20 else _TTL_MAX + 1  # int() refuses 4301+ digits
     if ttl > _TTL_MAX:
         raise BadRequest("Stream-TTL is too large")
     return ttl

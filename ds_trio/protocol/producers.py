@@ -88,7 +88,7 @@ def check_producer(
 def _parse_producer_int(name: str, raw: str) -> int:
     if not raw.isascii() or not raw.isdigit() or (len(raw) > 1 and raw[0] == "0"):
         raise BadRequest(f"{name} must be a non-negative integer")
-    value = int(raw)
+    value = int(raw) if len(raw) <= 20 else MAX_PRODUCER_INT + 1  # int() refuses 4301+ digits
     if value > MAX_PRODUCER_INT:
         raise BadRequest(f"{name} exceeds 2^53-1")
     return value

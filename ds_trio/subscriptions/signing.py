@@ -109,7 +109,7 @@ class Signer:
         """
         payload, _, mac = token.partition(".")
         expected = _b64(hmac.new(self._token_key, payload.encode(), hashlib.sha256).digest())
-        if not mac or not hmac.compare_digest(mac, expected):
+        if not mac or not hmac.compare_digest(mac.encode("utf-8", "replace"), expected.encode()):
             raise TokenInvalid("token signature is invalid")
         try:
             claims = json.loads(_unb64(payload))

@@ -307,3 +307,24 @@ async def test_a_jwt_signed_by_another_key_is_refused(
     response = await client.get(server.url("users/user-1/inbox"), headers=bearer(forged))
     assert_challenge(response, 401, "invalid_token")
     assert "bad signature" in response.text
+
+
+async def test_metrics_need_admin_however_the_path_is_spelled(
+    secured: RunningServer, client: httpx.AsyncClient
+) -> None:
+    for path in ("/metrics/", "/%6Detrics", "/%6detrics", "/metrics%2f", "//metrics"):
+        response = await client.get(f"{secured.base_url}{path}")
+        assert response.status_code in (401, 404), (path, response.status_code)
+        assert "ds_trio_" not in response.text
+
+
+async def test_forged_worker_and_claim_headers_are_refused_not_crashed(
+    secured: RunningServer, client: httpx.AsyncClient
+) -> None:
+    odd = {"DS-Trio-Forward": b"\xe9", "Authorization": b"Bearer x.\xe9"}
+    response = await client.post(
+        f"{secured.stream_root}/__ds/subscriptions/none/ack",
+        json={"generation": 1, "wake_id": "w", "acks": []},
+        headers=odd,
+    )
+    assert response.status_code in (401, 404), response.text

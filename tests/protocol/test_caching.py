@@ -115,6 +115,12 @@ def test_cursor_without_usable_echo_is_current_interval(
         assert result == current
 
 
+def test_a_cursor_too_long_to_be_one_is_junk() -> None:
+    now = CURSOR_EPOCH + 1000 * CURSOR_INTERVAL
+    assert next_cursor(now, "9" * 4300, 1) == next_cursor(now, None, 1)
+    assert next_cursor(now, "9" * 21, 1) == next_cursor(now, None, 1)
+
+
 @PROPERTY
 @given(now=nows, jitters=st.lists(jitters, min_size=1, max_size=10))
 def test_echoing_cursors_strictly_increases(now: float, jitters: list[int]) -> None:

@@ -58,6 +58,7 @@ def test_ttl_valid(raw: str | None, expected: int | None) -> None:
         pytest.param("1_000", id="underscore"),
         pytest.param("\u0661", id="arabic-indic-one"),
         pytest.param(str(10**12 + 1), id="too-large"),
+        pytest.param("1" * 4301, id="beyond-int-parsing"),
     ],
 )
 def test_ttl_invalid(raw: str) -> None:

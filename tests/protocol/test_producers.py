@@ -159,6 +159,7 @@ def test_parse_producer_headers(
         pytest.param(("p", "0", "-5"), id="negative-seq"),
         pytest.param(("p", "0", "007"), id="leading-zero-seq"),
         pytest.param(("p", "0", str(MAX_PRODUCER_INT + 1)), id="seq-over-2^53"),
+        pytest.param(("p", "1" * 4301, "0"), id="epoch-beyond-int-parsing"),
     ],
 )
 def test_parse_producer_headers_rejects(raw: tuple[str | None, str | None, str | None]) -> None:
