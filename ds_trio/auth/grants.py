@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..protocol.paths import glob_match
+from ..protocol.paths import glob_covers, glob_match
 
 __all__ = [
     "ADMIN",
@@ -78,6 +78,13 @@ class Principal:
     def holds(self, scope: str) -> bool:
         """Whether some grant gives `scope` on anything at all."""
         return any(scope in grant.scopes for grant in self.grants)
+
+    def covers(self, scope: str, glob: str) -> bool:
+        """Whether one grant gives `scope` on every name `glob` can match."""
+        return any(
+            scope in grant.scopes and any(glob_covers(p, glob) for p in grant.patterns)
+            for grant in self.grants
+        )
 
 
 def parse_grant(scopes: Any, patterns: Any) -> Grant:

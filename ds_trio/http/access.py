@@ -8,8 +8,9 @@ its address (the forwarded one only from a trusted proxy).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from quart import request
 
@@ -32,7 +33,14 @@ from .forward import forwarded_base_url
 if TYPE_CHECKING:
     from .app import StreamService
 
-__all__ = ["Access", "build_access", "check_request", "client_key", "principal"]
+__all__ = [
+    "Access",
+    "build_access",
+    "check_request",
+    "check_subscription_scope",
+    "client_key",
+    "principal",
+]
 
 PRINCIPAL_KEY: Final = "ds_trio.principal"  # scope key: the request's Principal, if any
 _OPS_ENDPOINTS: Final = frozenset({"healthz", "readyz"})
@@ -125,6 +133,39 @@ async def check_request(service: StreamService) -> None:
         if not allowed:
             where = f"on {name}" if name is not None else "here"
             raise Forbidden(f"this token has no {scope} scope {where}", scope)
+
+
+def check_subscription_scope(body: Any, canonical: Callable[[str], str]) -> None:
+    """Refuse a subscription body that reaches past the caller's own grants.
+
+    A subscription's answers list the streams it links with their offsets, and
+    its wake events are appends: so its pattern and streams need `read`, and
+    its wake stream `write`, as if the caller read and wrote them itself.
+    `canonical` turns a body's root-relative path into a stream name.
+
+    Raises:
+        Forbidden: a pattern, stream or wake stream outside the caller's grants.
+    """
+    caller = principal()
+    if caller is None or not isinstance(body, dict):
+        return  # access control is off, or the manager refuses the body
+    pattern = body.get("pattern")
+    if isinstance(pattern, str) and not caller.covers(READ, pattern):
+        raise Forbidden(f"this token cannot read every stream {pattern} matches", READ)
+    streams = body.get("streams")
+    for path in streams if isinstance(streams, list) else []:
+        if isinstance(path, str) and not caller.allows(READ, _canonical_or_raw(canonical, path)):
+            raise Forbidden(f"this token has no read scope on {path}", READ)
+    wake = body.get("wake_stream")
+    if isinstance(wake, str) and not caller.allows(WRITE, _canonical_or_raw(canonical, wake)):
+        raise Forbidden(f"this token has no write scope on {wake}", WRITE)
+
+
+def _canonical_or_raw(canonical: Callable[[str], str], path: str) -> str:
+    try:
+        return canonical(path)
+    except ProtocolError:
+        return path  # the manager refuses it; until then, judged as written
 
 
 def _check_header_size(limit: int) -> None:

@@ -72,9 +72,14 @@ def end_response_after_request(
                 request_done.set()
             return message
 
+        status = 0
+
         async def holding_send(message: ASGISendEvent) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                if not request_done.is_set():
+                if not request_done.is_set() and status != 408:  # 408: the body timed out already
                     with trio.move_on_after(timeout):
                         await request_done.wait()
                 deadline = trio.current_time() + send_limit

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "RESERVED_PREFIX",
     "canonical_stream_name",
+    "glob_covers",
     "glob_match",
     "check_stream_quota",
     "quota_prefix",
@@ -89,6 +90,22 @@ def glob_match(pattern: str, path: str) -> bool:
     Other segments must equal the path's. Time is linear in the product of the
     segment counts, however many `**` the pattern holds.
     """
+    return _segments_match(pattern, path, lambda head, segment: head in ("*", segment))
+
+
+def glob_covers(outer: str, inner: str) -> bool:
+    """Whether every name the glob `inner` matches is matched by the glob `outer`.
+
+    Conservative: an `inner` `**` is covered only by an `outer` `**`.
+    """
+
+    def covers(head: str, segment: str) -> bool:
+        return segment != "**" and head in ("*", segment)
+
+    return _segments_match(outer, inner, covers)
+
+
+def _segments_match(pattern: str, path: str, matches: Callable[[str, str], bool]) -> bool:
     pat = pattern.split("/")
     segs = path.split("/")
     # reachable[j]: pattern segments consumed so far can match the first j path segments.
@@ -99,7 +116,7 @@ def glob_match(pattern: str, path: str) -> bool:
                 reachable[j] = reachable[j] or reachable[j - 1]
         else:
             for j in range(len(segs), 0, -1):
-                reachable[j] = reachable[j - 1] and (head == "*" or head == segs[j - 1])
+                reachable[j] = reachable[j - 1] and matches(head, segs[j - 1])
             reachable[0] = False
     return reachable[-1]
 

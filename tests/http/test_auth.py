@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -328,3 +329,40 @@ async def test_forged_worker_and_claim_headers_are_refused_not_crashed(
         headers=odd,
     )
     assert response.status_code in (401, 404), response.text
+
+
+async def test_a_subscription_reaches_no_further_than_its_creator(
+    nursery: trio.Nursery, store_settings: dict[str, object], client: httpx.AsyncClient
+) -> None:
+    own = new_token()
+    tokens = [*TOKENS, {"name": "own", "sha256": hash_token(own), "scopes": ["admin"],
+                        "streams": ["__ds/subscriptions/mine", "team/**"]}]  # fmt: skip
+    server = await start(nursery, store_settings, tokens=tokens)
+    sub = f"{server.stream_root}/__ds/subscriptions/mine"
+    refused = [
+        {"type": "pull-wake", "pattern": "**", "wake_stream": "team/wake"},
+        {"type": "pull-wake", "pattern": "team/*", "wake_stream": "victim/log"},
+        {"type": "pull-wake", "streams": ["secret/plans"], "wake_stream": "team/wake"},
+        {"type": "webhook", "pattern": "*/x", "webhook": {"url": "https://hooks.example/x"}},
+    ]
+    for body in refused:
+        response = await client.put(sub, json=body, headers=bearer(own))
+        assert_challenge(response, 403, "insufficient_scope")
+    allowed = {"type": "pull-wake", "pattern": "team/**", "wake_stream": "team/wake"}
+    await client.put(server.url("team/wake"), content=b"[]", headers={"Content-Type": "application/json", **bearer(own)})
+    assert (await client.put(sub, json=allowed, headers=bearer(own))).status_code == 201
+    more = await client.post(f"{sub}/streams", json={"streams": ["secret/plans"]}, headers=bearer(own))
+    assert_challenge(more, 403, "insufficient_scope")
+
+
+async def test_subscription_bodies_are_capped(secured: RunningServer, client: httpx.AsyncClient) -> None:
+    ack = f"{secured.stream_root}/__ds/subscriptions/none/ack"
+    big = b"[" + b"1," * 600_000 + b"1]"
+    assert (await client.post(ack, content=big, headers={"Content-Type": "application/json"})).status_code == 413
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b" " * 100_000
+
+    chunked = await client.post(ack, content=chunks(), headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413

@@ -182,15 +182,17 @@ async def test_slow_headers_are_cut_off(
 async def test_slow_bodies_are_cut_off(
     nursery: trio.Nursery, store_settings: dict[str, object], client: httpx.AsyncClient
 ) -> None:
-    server = await start(nursery, store_settings, body_timeout="300ms")
+    server = await start(nursery, store_settings, body_timeout="1s")
     await client.put(server.url("slow"), headers=TEXT)
     port = int(server.base_url.rsplit(":", 1)[1])
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         head = b"POST /v1/stream/slow HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n"
         await stream.send_all(head + b"only a little")
+        sent = trio.current_time()
         received = await _closed_within(stream, 5)
     assert received.startswith(b"HTTP/1.1 408"), received[:100]
+    assert trio.current_time() - sent < 1.8  # body_timeout once, not once more for the 408
     read = await client.get(server.url("slow"), params={"offset": "-1"})
     assert read.content == b""  # nothing of the cut-off body was appended
 

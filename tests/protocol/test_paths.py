@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ds_trio.protocol.errors import BadRequest
-from ds_trio.protocol.paths import MAX_NAME_BYTES, canonical_stream_name, glob_match
+from ds_trio.protocol.paths import MAX_NAME_BYTES, canonical_stream_name, glob_covers, glob_match
 
 PROPERTY = settings(max_examples=150, deadline=None, database=None)
 _PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-F]{2})"
@@ -242,3 +242,35 @@ def test_glob_agrees_with_backtracking(pattern: list[str], path: list[str]) -> N
 def test_glob_with_many_double_stars_is_fast_enough_to_finish() -> None:
     pattern = "/".join(["**"] * 32 + ["never"])
     assert glob_match(pattern, "/".join(["x"] * 32)) is False
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner", "covered"),
+    [
+        ("events/**", "events/*", True),
+        ("events/**", "events/**", True),
+        ("events/**", "events/a/b", True),
+        ("events/*", "events/**", False),
+        ("events/*", "events/*", True),
+        ("events/a", "events/*", False),
+        ("**", "**", True),
+        ("a/**", "**", False),
+        ("*/logs", "svc/logs", True),
+        ("a/**/z", "a/*/**/z", True),
+    ],
+)
+def test_glob_covers(outer: str, inner: str, covered: bool) -> None:
+    assert glob_covers(outer, inner) is covered
+
+
+@given(
+    st.lists(_SEGMENTS, min_size=1, max_size=4),
+    st.lists(_SEGMENTS, min_size=1, max_size=4),
+    st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=6),
+)
+def test_a_covering_glob_matches_whatever_the_covered_one_does(
+    outer: list[str], inner: list[str], path: list[str]
+) -> None:
+    outer_glob, inner_glob, name = "/".join(outer), "/".join(inner), "/".join(path)
+    if glob_covers(outer_glob, inner_glob) and glob_match(inner_glob, name):
+        assert glob_match(outer_glob, name)
