@@ -14,13 +14,20 @@ from urllib.parse import quote, unquote
 
 from quart import Response, request
 
-from ..protocol.errors import MethodNotAllowed, ProtocolError, StreamGone, StreamNotFound
+from ..protocol.errors import (
+    MethodNotAllowed,
+    PayloadTooLarge,
+    ProtocolError,
+    StreamGone,
+    StreamNotFound,
+)
 from ..protocol.json_mode import JSON_MEDIA_TYPE
 from ..protocol.paths import RESERVED_PREFIX, canonical_stream_name
 from ..protocol.streams import AppendRequest
 from ..subscriptions import DeliverySettings, Signer, SubscriptionManager
 from ..subscriptions.codec import public_view, stream_views
 from ..subscriptions.errors import InvalidSubscriptionRequest, SubscriptionError
+from .access import check_subscription_scope
 from .common import public_base_url
 from .forward import forward_to_leader, forwarded_base_url
 
@@ -46,11 +53,14 @@ APPENDED: Final = "A"  # subscription events other workers send the leader
 DELETED: Final = "D"
 JWKS_MEDIA_TYPE: Final = "application/jwk-set+json"
 JWKS_CACHE: Final = "public, max-age=300"
+MAX_BODY_BYTES: Final = 1024 * 1024  # subscription API bodies: JSON, parsed on the event loop
 
 
 def body_path(path: str) -> str:
     """The canonical stream name of a root-relative path given in a JSON body."""
-    return canonical_stream_name("/".join(quote(segment, safe="") for segment in path.split("/")))
+    # A JSON string may hold a lone surrogate: encoded as such, it is then refused as invalid UTF-8.
+    segments = (quote(s.encode("utf-8", "surrogatepass"), safe="") for s in path.split("/"))
+    return canonical_stream_name("/".join(segments))
 
 
 class StoreHost:
@@ -144,10 +154,23 @@ def _no_content() -> Response:
 
 
 async def _body() -> Any:
-    raw = await request.get_data(cache=False)
+    """The request's JSON body, read no further than MAX_BODY_BYTES.
+
+    Raises:
+        PayloadTooLarge: the body is longer (413).
+        InvalidSubscriptionRequest: it is not JSON.
+    """
+    too_large = PayloadTooLarge(f"subscription API bodies are at most {MAX_BODY_BYTES} bytes")
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise too_large
+    raw = bytearray()
+    async for chunk in request.body:
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise too_large
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise InvalidSubscriptionRequest("body must be JSON") from None
 
 
@@ -174,6 +197,7 @@ async def _subscription_route(service: StreamService, sub_id: str, rest: list[st
         if request.method == "GET":
             return _json(200, public_view(manager.get(sub_id), manager.signer.kid, root))
         body = await _body()
+        check_subscription_scope(body, body_path)
         base_url = forwarded_base_url(service) or public_base_url(service.config.trusted_proxies)
         created, sub = await manager.put(sub_id, body, base_url)
         return _json(201 if created else 200, public_view(sub, manager.signer.kid, root))
@@ -182,6 +206,7 @@ async def _subscription_route(service: StreamService, sub_id: str, rest: list[st
         if len(rest) == 1:
             _allow("POST")
             body = await _body()
+            check_subscription_scope(body, body_path)
             await manager.add_streams(sub_id, body.get("streams") if isinstance(body, dict) else None)
         else:
             _allow("DELETE")
