@@ -240,7 +240,7 @@ class LmdbStore:
     # -- transaction bodies (worker thread) -------------------------------------------
 
     def _load(self, txn: lmdb.Transaction, name: bytes) -> StreamMeta | None:
-        value = txn.get(name, db=self._streams)
+        value = txn.get(keys.stream_key(name), db=self._streams)
         return None if value is None else keys.decode_meta(value)
 
     def _live_meta(self, txn: lmdb.Transaction, name: bytes, now: float) -> StreamMeta:
@@ -273,7 +273,7 @@ class LmdbStore:
     def _put_meta(
         self, txn: lmdb.Transaction, name: bytes, meta: StreamMeta, old: StreamMeta | None
     ) -> None:
-        txn.put(name, keys.encode_meta(meta), db=self._streams)
+        txn.put(keys.stream_key(name), keys.encode_meta(meta, name), db=self._streams)
         old_deadline = old.deadline() if old is not None else None
         new_deadline = meta.deadline()
         if old is not None and old_deadline is not None and old_deadline != new_deadline:
@@ -305,7 +305,7 @@ class LmdbStore:
     def _remove(self, txn: lmdb.Transaction, name: bytes, meta: StreamMeta) -> None:
         """Remove a stream, then release its hold on its source, up the chain."""
         while True:
-            txn.delete(name, db=self._streams)
+            txn.delete(keys.stream_key(name), db=self._streams)
             prefix = keys.stream_prefix(meta.stream_id)
             self._delete_prefix(txn, self._data, prefix)
             self._delete_prefix(txn, self._producers, prefix)
@@ -354,7 +354,7 @@ class LmdbStore:
 
     def _check_quota(self, txn: lmdb.Transaction, name: bytes) -> None:
         """Decided in the write transaction, so workers sharing the store agree."""
-        if not self.stream_quota or txn.get(name, db=self._streams) is not None:
+        if not self.stream_quota or txn.get(keys.stream_key(name), db=self._streams) is not None:
             return
 
         def count_under(prefix: str, limit: int) -> int:
@@ -486,9 +486,11 @@ class LmdbStore:
 
     def _names_in(self, now: float) -> list[str]:
         with self._reading() as txn:
-            names = [bytes(key) for key in txn.cursor(db=self._streams).iternext(values=False)]
-            metas = [(n, self._load(txn, n)) for n in names]
-        return [n.decode() for n, m in metas if m and not m.soft_deleted and not is_expired(m, now)]
+            entries = [
+                (keys.stream_name(bytes(key), value), keys.decode_meta(value))
+                for key, value in txn.cursor(db=self._streams).iternext()
+            ]
+        return [n for n, m in entries if not m.soft_deleted and not is_expired(m, now)]
 
     def _load_subs_in(self) -> dict[str, bytes]:
         with self._reading() as txn:

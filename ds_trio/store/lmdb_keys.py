@@ -11,10 +11,15 @@ Databases in one environment:
                scan from the smallest key up to now.
 Keying data and producers by the stream *id* (new for every incarnation of a
 name) means a re-created stream can never see its predecessor's records.
+
+LMDB keys hold at most 511 bytes, but a canonical name may take 3 KiB and a
+producer id is as long as its header: longer keys are stored shortened
+(`bounded_key`), and a shortened stream key's metadata carries the full name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from typing import Final
@@ -26,6 +31,8 @@ from ..protocol.streams import ForkOrigin, Segment, StreamMeta
 __all__ = [
     "FORMAT_NAME",
     "LAYOUT_VERSION",
+    "MAX_KEY_BYTES",
+    "bounded_key",
     "data_key",
     "decode_meta",
     "decode_producer",
@@ -35,6 +42,8 @@ __all__ = [
     "expiry_deadline",
     "position_of",
     "producer_key",
+    "stream_key",
+    "stream_name",
     "stream_prefix",
 ]
 
@@ -42,6 +51,28 @@ FORMAT_NAME: Final = b"ds_trio"
 LAYOUT_VERSION: Final = b"1"
 _U64: Final = struct.Struct(">Q")
 _PRODUCER: Final = struct.Struct(">QQ")
+MAX_KEY_BYTES: Final = 511  # LMDB's MDB_MAXKEYSIZE
+_KEPT_BYTES: Final = 400  # of a shortened key: its start, so prefix scans still reach it
+_SHORTENED: Final = b"\xff"  # never in UTF-8: marks a shortened key
+
+
+def bounded_key(key: bytes) -> bytes:
+    """`key`, or if LMDB cannot hold it, its first bytes, a mark and its SHA-256."""
+    if len(key) <= MAX_KEY_BYTES:
+        return key
+    return key[:_KEPT_BYTES] + _SHORTENED + hashlib.sha256(key).digest()
+
+
+def stream_key(name: bytes) -> bytes:
+    """The `streams` key of a stream name (UTF-8)."""
+    return bounded_key(name)
+
+
+def stream_name(key: bytes, meta_value: bytes) -> str:
+    """The name a `streams` entry is for: its key, or the name in a shortened key's metadata."""
+    if _SHORTENED not in key:
+        return key.decode("utf-8")
+    return json.loads(bytes(meta_value))["name"]
 
 
 def stream_prefix(stream_id: str) -> bytes:
@@ -59,7 +90,7 @@ def position_of(key: bytes) -> int:
 
 
 def producer_key(stream_id: str, producer_id: str) -> bytes:
-    return stream_prefix(stream_id) + producer_id.encode("utf-8")
+    return bounded_key(stream_prefix(stream_id) + producer_id.encode("utf-8"))
 
 
 def encode_producer(state: ProducerState) -> bytes:
@@ -80,7 +111,8 @@ def expiry_deadline(key: bytes) -> float:
     return _U64.unpack_from(key, 0)[0] / 1000
 
 
-def encode_meta(meta: StreamMeta) -> bytes:
+def encode_meta(meta: StreamMeta, name: bytes | None = None) -> bytes:
+    """The stored metadata; with `name` when its key is shortened (see `stream_key`)."""
     fields: dict[str, object] = {
         "id": meta.stream_id,
         "ct": meta.content_type,
@@ -105,6 +137,8 @@ def encode_meta(meta: StreamMeta) -> bytes:
         fields["forks"] = meta.fork_count
     if meta.soft_deleted:
         fields["deleted"] = True
+    if name is not None and stream_key(name) != name:
+        fields["name"] = name.decode("utf-8")
     return json.dumps(fields, separators=(",", ":")).encode("utf-8")
 
 
