@@ -41,7 +41,7 @@ from .errors import (
     TokenInvalid,
     WebhookUrlRejected,
 )
-from .model import ZERO, Link, Subscription, backoff_delay, parse_config
+from .model import MAX_ID_BYTES, ZERO, Link, Subscription, backoff_delay, parse_config
 from .signing import Signer
 from .urls import Resolver, system_resolver, validate_webhook_url
 
@@ -188,6 +188,8 @@ class SubscriptionManager:
         Raises:
             InvalidSubscriptionRequest, SubscriptionExists, WebhookUrlRejected.
         """
+        if len(sub_id.encode("utf-8")) > MAX_ID_BYTES:
+            raise InvalidSubscriptionRequest(f"subscription ids have at most {MAX_ID_BYTES} bytes")
         config = parse_config(body, self._canonical)
         existing = self._subs.get(sub_id)
         if existing is not None:

@@ -28,6 +28,7 @@ from .errors import (
 )
 
 __all__ = [
+    "MAX_ID_BYTES",
     "ZERO",
     "Link",
     "Subscription",
@@ -41,6 +42,7 @@ ZERO: Final = format_offset(0)  # before the first byte
 DEFAULT_LEASE_MS: Final = 30_000
 MIN_LEASE_MS: Final = 1_000
 MAX_LEASE_MS: Final = 600_000
+MAX_ID_BYTES: Final = 256  # of a subscription id, UTF-8; ids are store keys
 Kind = Literal["webhook", "pull-wake"]
 
 

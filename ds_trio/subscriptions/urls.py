@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 from urllib.parse import urlsplit
 
+import httpx
 import trio
 
 from .errors import WebhookUrlRejected
@@ -54,7 +55,8 @@ def check_url_shape(url: str, *, allow_http_loopback: bool) -> tuple[str, int, I
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError:
+        httpx.URL(url)  # what delivery will send to: refuse what it cannot send
+    except (ValueError, httpx.InvalidURL):
         raise WebhookUrlRejected("webhook url is not a valid URL") from None
     host = (parts.hostname or "").rstrip(".").lower()
     if parts.scheme not in ("http", "https") or not host:
