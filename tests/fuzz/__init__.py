@@ -1,0 +1,1 @@
+"""A bounded, seeded fuzz campaign against real ds_trio processes."""
