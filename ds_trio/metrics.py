@@ -36,6 +36,12 @@ class Metrics:
         )
         self.streams = Gauge("ds_trio_streams", "Streams held by the store", registry=registry)
         self.store_bytes = Gauge("ds_trio_store_bytes", "Bytes the store occupies", registry=registry)
+        self.watchers = Gauge(
+            "ds_trio_watchers",
+            "Waits on a stream's changes (live readers, producers awaiting a sequence gap)",
+            registry=registry,
+        )
+        self.tasks = Gauge("ds_trio_tasks", "Trio tasks living in this process", registry=registry)
         self.commit_seconds = Histogram(
             "ds_trio_commit_seconds",
             "Time to commit one write transaction (LMDB)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response
 from quart_trio import QuartTrio
@@ -42,10 +43,12 @@ def add_routes(app: QuartTrio, service: StreamService) -> None:
 
     @app.route("/metrics", methods=["GET"])
     async def metrics() -> Response:
-        """Prometheus metrics, with store sizes read at scrape time."""
+        """Prometheus metrics, with store sizes, watchers and tasks read at scrape time."""
         stats = await service.store.stats()
         service.metrics.streams.set(stats.streams)
         service.metrics.store_bytes.set(stats.bytes)
+        service.metrics.watchers.set(service.watchers.statistics().total)
+        service.metrics.tasks.set(trio.lowlevel.current_statistics().tasks_living)
         body = service.metrics.render()
         return body_response(
             200, body, {"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"}

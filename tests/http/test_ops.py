@@ -63,6 +63,35 @@ async def test_metrics_show_live_readers_while_they_wait(
     assert 'ds_trio_live_readers{mode="long-poll"} 0.0' in text
 
 
+async def test_metrics_count_watchers_and_tasks_at_scrape_time(
+    nursery: trio.Nursery, client: httpx.AsyncClient
+) -> None:
+    server = await start_server(nursery, long_poll_timeout="30s")
+    created = await client.put(server.url("s"), headers=TEXT)
+    tail = created.headers["stream-next-offset"]
+    idle = (await client.get(f"{server.base_url}/metrics")).text
+    assert _metric(idle, "ds_trio_watchers") == 0
+    idle_tasks = _metric(idle, "ds_trio_tasks")
+    assert idle_tasks >= 1
+
+    async def poll() -> None:
+        await client.get(server.url("s"), params={"offset": tail, "live": "long-poll"})
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as readers:
+            for _ in range(3):
+                readers.start_soon(poll)
+            await wait_for_watchers(server, "s", 3)
+            waiting = (await client.get(f"{server.base_url}/metrics")).text
+            assert _metric(waiting, "ds_trio_watchers") == 3
+            # each waiting poll is at least its client task and its handler
+            assert _metric(waiting, "ds_trio_tasks") >= idle_tasks + 6
+            await client.post(server.url("s"), headers=TEXT, content=b"wake")
+    done = (await client.get(f"{server.base_url}/metrics")).text
+    assert _metric(done, "ds_trio_watchers") == 0
+    assert _metric(done, "ds_trio_tasks") < _metric(waiting, "ds_trio_tasks")
+
+
 @pytest.mark.logs_errors("disk went away")
 async def test_readyz_reports_a_store_that_cannot_write(
     nursery: trio.Nursery, client: httpx.AsyncClient, tmp_path: Path
