@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--access-log", action=argparse.BooleanOptionalAction, default=None, help="log requests"
         )
+        command.add_argument(
+            "--console",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="serve the browser console at / (default: on in dev without tokens, off in serve)",
+        )
     token = commands.add_parser("token", help="make a bearer token and print its [[tokens]] entry")
     token.add_argument("name", help="a name for the token, shown in logs and rate limits")
     token.add_argument(
@@ -105,9 +111,14 @@ def _config(args: argparse.Namespace) -> Config:
         settings.setdefault("webhook_allow_http_loopback", True)
     if args.command == "serve":
         settings.update(env_settings())
-    names = [flag[2:].replace("-", "_") for flag, _ in _FLAGS] + ["access_log"]
+    names = [flag[2:].replace("-", "_") for flag, _ in _FLAGS] + ["access_log", "console"]
     settings.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
-    return Config.from_mapping(settings)  # checked once, whole: workers = 2 may come before data_dir
+    # Checked once, whole: workers = 2 may come before data_dir.
+    config = Config.from_mapping(settings)
+    if args.command == "dev" and "console" not in settings and not config.access_control:
+        # Development: the browser console at /, unless tokens say this server is shared.
+        config = config.with_changes(console=True)
+    return config
 
 
 def _cannot_listen(config: Config, exc: BaseException) -> int:
@@ -170,6 +181,8 @@ async def _serve(
         for url in service.bound_urls:
             host_port = url.split("://", 1)[1]
             print(f"ds_trio {__version__}: streams at http://{host_port}{config.stream_root}/", flush=True)
+            if config.console:
+                print(f"console at http://{host_port}/", flush=True)
         where = "memory (data is lost on exit)" if config.data_dir is None else str(config.data_dir)
         print(f"store: {where}; Ctrl-C to stop", flush=True)
         _report_access(config)

@@ -91,6 +91,7 @@ class Config:
     webhook_retry_base: float = 1 * SECONDS  # first retry delay; doubles per failure
     webhook_retry_max: float = 60 * SECONDS
     webhook_allow_http_loopback: bool = False  # http://localhost, 127.0.0.x; on in `dev`
+    console: bool = False  # the browser console at / and /console/*; on in `dev`, needs no tokens
     # Access control: off unless tokens or a JWT key are configured.
     tokens: tuple[StaticToken, ...] = ()  # [[tokens]] tables: name, sha256, scopes, streams
     tokens_file: Path | None = None  # a TOML file of [[tokens]] tables, kept apart from this one
@@ -144,6 +145,11 @@ class Config:
                 raise ConfigError(f"{name} must be at least 1")
         if self.max_header_bytes < 1 * KIB:
             raise ConfigError("max_header_bytes must be at least 1KiB")
+        if self.console and self.access_control:
+            # The console's pages and its stream listing carry no credentials of their own.
+            raise ConfigError("console needs access control off (no tokens or JWT keys)")
+        if self.console and self.stream_root == "/console":
+            raise ConfigError("stream_root /console would hide streams behind the console's files")
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -244,7 +250,7 @@ _INTS: Final = {
 }
 _FLOATS: Final = {"rate_limit"}
 _PATHS: Final = {"data_dir", "tokens_file", "jwt_public_key_file", "jwt_jwks_file"}
-_BOOLS: Final = {"lmdb_sync", "access_log", "webhook_allow_http_loopback"}
+_BOOLS: Final = {"lmdb_sync", "access_log", "webhook_allow_http_loopback", "console"}
 
 
 def _coerce(name: str, raw: Any) -> Any:

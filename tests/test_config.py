@@ -140,6 +140,20 @@ def test_http_webhooks_to_this_machine_only_in_dev() -> None:
     assert Config().webhook_allow_http_loopback is False
 
 
+def test_the_console_is_on_in_dev_unless_tokens_are_configured(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text("")
+    assert _config(_parser().parse_args(["dev"])).console is True
+    assert _config(_parser().parse_args(["dev", "--no-console"])).console is False
+    assert _config(_parser().parse_args(["dev", "--tokens-file", str(tokens)])).console is False
+    assert _config(_parser().parse_args(["serve"])).console is False
+    assert _config(_parser().parse_args(["serve", "--console"])).console is True
+    assert Config().console is False
+    assert Config.from_env({"DS_TRIO_CONSOLE": "yes"}).console is True
+    with pytest.raises(ConfigError, match="console must be true or false"):
+        Config.from_mapping({"console": "sometimes"})
+
+
 def test_other_tools_ds_trio_variables_are_not_settings() -> None:
     environ = {"DS_TRIO_PORT": "5000", "DS_TRIO_DOMAIN": "example.com", "DS_TRIO_VENV": "/v"}
     assert Config.from_env(environ).port == 5000

@@ -28,6 +28,7 @@ from ..protocol.errors import (
 )
 from ..protocol.paths import RESERVED_PREFIX, canonical_stream_name
 from .common import client_address, header
+from .console import CONSOLE_ENDPOINTS
 from .forward import forwarded_base_url
 
 if TYPE_CHECKING:
@@ -194,7 +195,9 @@ def _needs(config: Config, endpoint: str | None, path: str) -> list[tuple[str, s
     The stream routes read the raw path, as `stream_name` and the reserved routes do.
     """
     method = request.method
-    if endpoint == "metrics":
+    if endpoint == "metrics" or endpoint in CONSOLE_ENDPOINTS:
+        # The console is public only because Config refuses it with access control on;
+        # should it ever be routed with tokens, its listing of every stream is admin's.
         return [(ADMIN, None)]
     prefix = config.stream_root + "/"
     if endpoint not in ("stream", "reserved"):

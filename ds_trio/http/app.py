@@ -27,7 +27,7 @@ from ..protocol.paths import RESERVED_PREFIX, canonical_stream_name
 from ..store.base import Store
 from ..metrics import Metrics
 from ..subscriptions import SubscriptionManager
-from . import ops, reads, streams, subscriptions
+from . import console, ops, reads, streams, subscriptions
 from .access import Access, build_access, check_request
 from .common import header, list_header, text_response
 from .exchange import end_response_after_request
@@ -162,6 +162,8 @@ def create_app(service: StreamService) -> QuartTrio:
     app.add_url_rule(f"{root}/<path:name>", "stream", stream_route, methods=_ROUTED_METHODS)
 
     ops.add_routes(app, service)
+    if config.console:  # development only: Config refuses it with access control on
+        console.add_routes(app, service)
 
     @app.before_request
     async def check_access() -> None:

@@ -34,8 +34,11 @@ SERVER_FLAGS: Final = (
     "--max-read-bytes", f"{MAX_READ_BYTES}B",
     "--max-append-bytes", f"{MAX_APPEND_BYTES}B",
 )  # fmt: skip
-# Settings without a flag: a seq gap waits only briefly, webhooks may target loopback.
-SERVER_TOML: Final = 'producer_gap_wait = "50ms"\nwebhook_allow_http_loopback = true\n'
+# Settings without a flag: a seq gap waits only briefly, webhooks may target loopback, and
+# the console is on for both stores (dev alone would turn it on: then / would answer apart).
+SERVER_TOML: Final = (
+    'producer_gap_wait = "50ms"\nwebhook_allow_http_loopback = true\nconsole = true\n'
+)
 _BAD_OUTPUT: Final = re.compile(r"Traceback|unhandled error|Error in ASGI|Exception in ")
 MAX_READ_PAGES: Final = 10_000
 

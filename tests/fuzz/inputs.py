@@ -126,6 +126,8 @@ def weird_paths(prefix: str) -> list[str]:
         "/",
         "/healthz/x",
         "/metrics?x=1",
+        "/console/streams",
+        "/console/app.js/x",
     ]
 
 
