@@ -116,7 +116,8 @@ class Stalled(Unavailable):
 
 def failure_for(status: int, body: bytes, headers: Mapping[str, str]) -> ClientError:
     """The error for a non-2xx answer, with the server's short text when it sent one."""
-    text = _first_line(body) if headers.get("content-type", "").startswith("text/") else ""
+    plain = headers.get("content-type", "").startswith("text/plain")  # not a proxy's HTML page
+    text = _first_line(body) if plain else ""
     if not text and (match := _DESCRIPTION_RE.search(headers.get("www-authenticate", ""))):
         text = match.group(1)
     if not text:

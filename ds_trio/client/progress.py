@@ -39,6 +39,11 @@ class ProgressBar:
         self._last_drawn: float | None = None
         self._width = 0  # length of the last drawing, to pad over it
 
+    @property
+    def drawn(self) -> bool:
+        """Whether anything was drawn yet (nothing is, before the first bytes go)."""
+        return self._last_drawn is not None
+
     def advance(self, count: int, now: float) -> str | None:
         """Count `count` more bytes sent; the text to draw, or None if it is too soon."""
         self.sent += count
