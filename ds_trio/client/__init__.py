@@ -2,7 +2,8 @@
 
 Layers, each importing only those before it: `model`, `sse` and `progress`
 are pure (no I/O; from the server they use only `ds_trio.protocol`'s
-parsers); `session` does the HTTP with httpx; `cli` parses command lines.
+parsers); `console` and `upload` are stdio and request bodies; `session`
+does the HTTP with httpx; `cli` parses command lines.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from typing import Final
 import trio
 
 from . import session
+from .console import Console
 from .model import (
     DEFAULT_SERVER,
     EXIT_CODES_HELP,
@@ -30,7 +31,8 @@ from .model import (
     create_headers,
     stream_url,
 )
-from .session import Console, Session, TailState, Upload
+from .session import Session, TailState
+from .upload import Upload
 
 __all__ = [
     "COMMANDS",

@@ -2,27 +2,23 @@
 
 Rule: every request goes through `Session`, which turns each non-2xx answer
 and each transport failure into a `ClientError` from `model`, so the commands
-here only sequence requests and write what comes back. Stdout gets data (and
-the offsets that writes return) and nothing else; messages go to stderr.
+here only sequence requests and write what comes back to the `Console`.
 A live read writes a batch and records its next offset with no checkpoint in
 between, so an interruption always leaves an offset that resumes exactly.
 """
 
 from __future__ import annotations
 
-import os
-import stat
-import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Final, Literal, Protocol
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 import httpx
 import trio
 
+from .console import Console
 from .model import (
     Exit,
     Producer,
@@ -37,14 +33,12 @@ from .model import (
     json_lines,
     position_from,
 )
-from .progress import ProgressBar
 from .sse import SseDecoder, event_payload
+from .upload import Upload, opened
 
 __all__ = [
-    "Console",
     "Session",
     "TailState",
-    "Upload",
     "append",
     "close",
     "create",
@@ -58,53 +52,9 @@ TIMEOUT: Final = httpx.Timeout(30.0, connect=10.0)  # seconds, for every ordinar
 # Past any server's long-poll timeout or SSE interval (30 s and 60 s by default):
 # a live read that hears nothing for this long asks again instead of hanging.
 LIVE_TIMEOUT: Final = httpx.Timeout(300.0, connect=10.0)  # seconds
-UPLOAD_CHUNK: Final = 256 * 1024  # bytes read and sent at a time
 CLOSE_GRACE: Final = 5.0  # seconds an SSE response may take to end after its final event
 
 TailMode = Literal["long-poll", "sse"]
-
-
-class _Output(Protocol):
-    def write(self, data: bytes, /) -> object: ...
-    def flush(self) -> object: ...
-
-
-class _Messages(Protocol):
-    def write(self, text: str, /) -> object: ...
-    def flush(self) -> object: ...
-    def isatty(self) -> bool: ...
-
-
-class _Input(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
-class _AsyncReader(Protocol):
-    async def read(self, size: int = -1, /) -> bytes: ...
-
-
-@dataclass
-class Console:
-    """Where a command's data, messages and stdin go; tests pass in-memory files."""
-
-    stdout: _Output
-    stderr: _Messages
-    stdin: _Input
-
-    @classmethod
-    def from_sys(cls) -> Console:
-        return cls(sys.stdout.buffer, sys.stderr, sys.stdin.buffer)
-
-    def say(self, message: str) -> None:
-        """One line on stderr, prefixed like every message of ours."""
-        self.stderr.write(f"ds-trio: {message}\n")
-        self.stderr.flush()
-
-    def emit(self, data: bytes) -> None:
-        """Data on stdout, flushed so that a pipe sees it at once."""
-        if data:
-            self.stdout.write(data)
-            self.stdout.flush()
 
 
 class Session:
@@ -183,86 +133,6 @@ def _reason(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-@dataclass(frozen=True)
-class Upload:
-    """A request body: literal bytes, a file, or stdin (neither `data` nor `path`)."""
-
-    data: bytes | None = None
-    path: Path | None = None
-    progress: bool | None = None  # None: draw a bar only when stderr is a terminal
-
-
-@dataclass(frozen=True)
-class _Body:
-    content: bytes | AsyncIterator[bytes] | None
-    headers: dict[str, str]
-
-
-@asynccontextmanager
-async def _opened(upload: Upload | None, console: Console) -> AsyncIterator[_Body]:
-    """`upload` ready to send: a file is opened first, so a bad path fails before any
-    request; files and stdin stream in chunks, with a progress bar when asked."""
-    if upload is None or upload.data is not None:
-        yield _Body(None if upload is None else upload.data, {})
-        return
-    if upload.path is None:
-        source, owned = trio.wrap_file(console.stdin), False
-        size = _regular_file_size(console.stdin)
-    else:
-        try:
-            source, owned = await trio.open_file(upload.path, "rb"), True
-        except OSError as exc:
-            raise UsageError(f"cannot read {upload.path}: {exc.strerror or exc}") from None
-        size = _regular_file_size(source.wrapped)
-    draw = console.stderr.isatty() if upload.progress is None else upload.progress
-    bar = ProgressBar(size) if draw else None
-    # A known length lets the server refuse an oversized body before reading it.
-    headers = {} if size is None else {"Content-Length": str(size)}
-    try:
-        yield _Body(_chunks(source, size, bar, console), headers)
-    finally:
-        if bar is not None and bar.drawn:
-            console.stderr.write(bar.finish())
-            console.stderr.flush()
-        if owned:
-            await source.aclose()
-
-
-def _regular_file_size(file: object) -> int | None:
-    """Bytes left in a regular file (also stdin redirected from one); None for pipes."""
-    fileno = getattr(file, "fileno", None)
-    if fileno is None:
-        return None
-    try:
-        fd = fileno()
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        return max(0, info.st_size - os.lseek(fd, 0, os.SEEK_CUR))
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-async def _chunks(
-    source: _AsyncReader, size: int | None, bar: ProgressBar | None, console: Console
-) -> AsyncIterator[bytes]:
-    remaining = size
-    while remaining is None or remaining > 0:
-        chunk = await source.read(
-            UPLOAD_CHUNK if remaining is None else min(UPLOAD_CHUNK, remaining)
-        )
-        if not chunk:
-            break
-        yield chunk
-        if remaining is not None:
-            remaining -= len(chunk)
-        if bar is not None and (text := bar.advance(len(chunk), trio.current_time())) is not None:
-            console.stderr.write(text)
-            console.stderr.flush()
-    if remaining:  # Content-Length promised more: the request cannot be completed honestly
-        raise UsageError("the input shrank while it was being sent")
-
-
 def _emit_offset(console: Console, response: httpx.Response) -> None:
     if offset := response.headers.get("stream-next-offset"):
         console.emit(f"{offset}\n".encode())
@@ -272,7 +142,7 @@ async def create(
     session: Session, console: Console, url: str, headers: dict[str, str], upload: Upload | None
 ) -> Exit:
     """PUT: create the stream (spec 5.1); prints its next offset."""
-    async with _opened(upload, console) as body:
+    async with opened(upload, console) as body:
         response = await session.send(
             "PUT", url, headers={**headers, **body.headers}, content=body.content
         )
@@ -296,7 +166,7 @@ async def append(
 
     Without `content_type` a HEAD learns the stream's own, which the server requires.
     """
-    async with _opened(upload, console) as body:
+    async with opened(upload, console) as body:
         if upload is not None and content_type is None:
             found = await session.send("HEAD", url)
             content_type = found.headers.get("content-type", "application/octet-stream")

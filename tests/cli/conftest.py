@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from ds_trio.client import run
-from ds_trio.client.session import Console
+from ds_trio.client.console import Console
 
 from ..conftest import RunningServer
 
