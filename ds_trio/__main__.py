@@ -1,4 +1,4 @@
-"""`python -m ds_trio dev|serve|token`: run a Durable Streams server, or make it a token."""
+"""`python -m ds_trio dev|serve|token|<client command>`: run a server, make a token, use streams."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Final
 
 import trio
 
-from . import __version__
+from . import __version__, client
 from .auth import hash_token, new_token
 from .auth.grants import GrantError, parse_static_token
 from .config import Config, ConfigError, env_settings, read_toml
@@ -55,7 +55,12 @@ _FLAGS: Final = (
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ds-trio", description="A Durable Streams server.")
+    parser = argparse.ArgumentParser(
+        prog="ds-trio",
+        description="A Durable Streams server, and a client for it.",
+        epilog=client.EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"ds_trio {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
@@ -83,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--streams", default="**", help="comma-separated stream globs, e.g. 'events/**' (default **)"
     )
+    client.add_commands(commands)
     return parser
 
 
@@ -227,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "token":
         return _make_token(args)
+    if args.command in client.COMMANDS:
+        return client.main(args)
     try:
         config = _config(args)
         build_access(config)  # reads the token and key files: their errors now, in one line
