@@ -15,12 +15,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ds_trio"
 IO_LIBRARIES = {"trio", "quart", "quart_trio", "hypercorn", "lmdb", "httpx", "cryptography", "werkzeug"}
 # package -> ds_trio packages it must never import
 FORBIDDEN = {
-    "protocol": {"store", "live", "http", "server", "config", "subscriptions", "metrics", "asgi"},
-    "store": {"live", "http", "server", "config", "subscriptions", "metrics", "asgi"},
-    "live": {"store", "http", "server", "config", "subscriptions"},
-    "subscriptions": {"store", "http", "server", "config"},
-    "http": {"workers", "server", "asgi"},
-    "workers": {"server", "asgi"},
+    "protocol": {"store", "live", "http", "server", "config", "subscriptions", "metrics", "asgi",
+                 "auth", "client"},
+    "store": {"live", "http", "server", "config", "subscriptions", "metrics", "asgi", "auth",
+              "client"},
+    "live": {"store", "http", "server", "config", "subscriptions", "client"},
+    "subscriptions": {"store", "http", "server", "config", "client"},
+    "auth": {"store", "live", "http", "server", "config", "subscriptions", "workers", "asgi",
+             "client"},
+    "http": {"workers", "server", "asgi", "client"},
+    "workers": {"server", "asgi", "client"},
     # The command-line client talks to a server over HTTP only; of ours it uses the protocol.
     "client": {"store", "live", "http", "server", "config", "subscriptions", "workers", "auth", "asgi"},
 }
