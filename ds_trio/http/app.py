@@ -227,10 +227,8 @@ def create_app(service: StreamService) -> QuartTrio:
 
     @app.after_websocket
     async def add_refusal_headers(response: Response | None) -> Response | None:
-        if response is None:  # accepted: counted as it ends
-            request_counter("GET", 101).inc()
-            return None
-        return await add_common_headers(response)  # the handshake was refused with this
+        # A refused handshake is answered with `response`; an accepted one has none.
+        return None if response is None else await add_common_headers(response)
 
     wrapped = end_response_after_request(app.asgi_app, config.body_timeout, config.send_timeout)
     app.asgi_app = wrapped  # type: ignore[method-assign]

@@ -5,7 +5,8 @@ batch a data message (when it holds data), then a control message with the
 same fields and cursor rules; `ds_trio.protocol.ws` has their format. The
 connection ends as an SSE response does, with a close frame saying why: 1000
 after the control message that says `streamClosed`, at the reconnect interval,
-or when the stream goes away; 1001 when the server shuts down.
+or when the stream goes away; 1001 when the server shuts down; 1013 when the
+store fails.
 
 Everything that can refuse the read (access checks, which ran before the
 handshake, the stream, the offset, the live-reader limit) is decided before
@@ -82,8 +83,8 @@ class _Batch:
             if 0 < whole < len(payload):
                 self.next_position -= len(payload) - whole
                 payload = payload[:whole]
-        self.data = data_message(payload, framing)
-        self.data_bytes = len(self.data) if isinstance(self.data, bytes) else len(self.data.encode())
+        data = self.data = data_message(payload, framing)
+        self.data_bytes = len(data) if isinstance(data, bytes) else len(data.encode())
 
     def control(self, cursor: str) -> str:
         """The control message after this batch, carrying `cursor`."""
@@ -144,6 +145,7 @@ async def handle_websocket(service: StreamService, name: str) -> None:
     assert access is not None
     with access.live_readers.hold(client_key(service)), service.metrics.live("ws"):
         await websocket.accept()
+        service.metrics.requests.labels("GET", "101").inc()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_discard_messages)
             code, reason = await _send_batches(
