@@ -24,7 +24,7 @@ from quart_trio import QuartTrio
 
 from .config import Config, env_settings, read_toml
 from .http import StreamService, create_app
-from .http import idle_close, strict_h11
+from .http import idle_close, no_deflate, strict_h11
 from .live import StreamWatchers
 from .protocol.errors import StorageFailure
 from .server import observe_commits, open_store, tune_gc
@@ -136,4 +136,5 @@ def _refuse_sibling_workers() -> None:
 
 strict_h11.install()
 idle_close.install()
+no_deflate.install()
 app = create_asgi_app(tune_gc_at_start=True)

@@ -32,7 +32,10 @@ class Metrics:
         self.bytes_in = Counter("ds_trio_bytes_in", "Stream bytes appended", registry=registry)
         self.bytes_out = Counter("ds_trio_bytes_out", "Stream bytes sent to readers", registry=registry)
         self.live_readers = Gauge(
-            "ds_trio_live_readers", "Readers in a long-poll or SSE response", ["mode"], registry=registry
+            "ds_trio_live_readers",
+            "Readers in a long-poll, SSE or WebSocket read",
+            ["mode"],
+            registry=registry,
         )
         self.streams = Gauge("ds_trio_streams", "Streams held by the store", registry=registry)
         self.store_bytes = Gauge("ds_trio_store_bytes", "Bytes the store occupies", registry=registry)
@@ -50,7 +53,7 @@ class Metrics:
         )
 
     def live(self, mode: str) -> AbstractContextManager[None]:
-        """Count a live reader (`long-poll` or `sse`) for the duration of a `with` block."""
+        """Count a live reader (`long-poll`, `sse` or `ws`) for the duration of a `with` block."""
         return self.live_readers.labels(mode).track_inprogress()
 
     def render(self) -> bytes:

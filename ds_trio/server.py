@@ -16,7 +16,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from .config import Config
 from .http import StreamService, create_app
-from .http import idle_close, strict_h11
+from .http import idle_close, no_deflate, strict_h11
 from .live import StreamWatchers
 from .store import MemoryStore, Store
 from .store.lmdb import LmdbStore
@@ -55,6 +55,7 @@ async def open_store(config: Config) -> Store:
 
 
 GC_THRESHOLDS: Final = (50_000, 20, 100)
+WEBSOCKET_MAX_MESSAGE: Final = 64 * 1024  # bytes a client message may have; live reads drop them
 
 
 def tune_gc() -> None:
@@ -120,6 +121,7 @@ def hypercorn_config(config: Config, listen_fd: int | None = None) -> HyperConfi
     hyper.keep_alive_timeout = config.keep_alive_timeout  # h11 also counts header reading as idle
     hyper.h11_max_incomplete_size = config.max_header_bytes
     hyper.h2_max_header_list_size = config.max_header_bytes
+    hyper.websocket_max_message_size = WEBSOCKET_MAX_MESSAGE  # Hypercorn buffers up to this
     hyper.backlog = 2048  # live readers reconnect in bursts
     hyper.include_server_header = False  # names the software to anyone who asks, per response
     return hyper
@@ -143,6 +145,7 @@ async def serve(
     """
     strict_h11.install()  # before Hypercorn reads a request
     idle_close.install()
+    no_deflate.install()
     service = StreamService(config, store or await open_store(config), StreamWatchers())
     observe_commits(service)
     app = create_app(service)

@@ -1,9 +1,10 @@
 """Who may make the current request, and whether its client is within its limits.
 
-Runs before every route: authenticates the `Authorization` header (when access
-control is on), checks the scopes the route needs, and takes a token from the
-client's rate-limit bucket. A client is its principal when it has one, else
-its address (the forwarded one only from a trusted proxy).
+Runs before every route and WebSocket handshake: authenticates the
+`Authorization` header (when access control is on), checks the scopes the
+route needs, and takes a token from the client's rate-limit bucket. A client
+is its principal when it has one, else its address (the forwarded one only
+from a trusted proxy).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
-
-from quart import request
 
 from ..auth import AuthConfigError, Authenticator, Principal, read_tokens_file
 from ..auth.authenticator import load_jwt_verifier
@@ -27,7 +26,7 @@ from ..protocol.errors import (
     Unauthorized,
 )
 from ..protocol.paths import RESERVED_PREFIX, canonical_stream_name
-from .common import client_address, header
+from .common import client_address, current, header
 from .console import CONSOLE_ENDPOINTS
 from .forward import forwarded_base_url
 
@@ -87,7 +86,7 @@ def build_access(config: Config) -> Access:
 
 def principal() -> Principal | None:
     """The authenticated caller of the current request, if access control is on."""
-    return request.scope.get(PRINCIPAL_KEY)
+    return current().scope.get(PRINCIPAL_KEY)
 
 
 def client_key(service: StreamService) -> str:
@@ -99,7 +98,7 @@ def client_key(service: StreamService) -> str:
 
 
 async def check_request(service: StreamService) -> None:
-    """Authenticate, authorize and rate-limit the current request.
+    """Authenticate, authorize and rate-limit the current request (or WebSocket handshake).
 
     Raises:
         HeadersTooLarge: the request line and headers are over the limit (431).
@@ -108,7 +107,7 @@ async def check_request(service: StreamService) -> None:
         TooManyRequests: the client is over its rate (429).
     """
     _check_header_size(service.config.max_header_bytes)
-    endpoint = request.endpoint  # routing has run: decided on the route, not its spelling
+    endpoint = current().endpoint  # routing has run: decided on the route, not its spelling
     if endpoint in _OPS_ENDPOINTS:
         return
     path = _request_path()
@@ -126,7 +125,7 @@ async def check_request(service: StreamService) -> None:
         if limited:
             _take_token(service, access)  # guessing tokens is rate-limited by address
         raise
-    request.scope[PRINCIPAL_KEY] = caller
+    current().scope[PRINCIPAL_KEY] = caller
     if limited:
         _take_token(service, access)
     for scope, name in needs:
@@ -171,7 +170,7 @@ def _canonical_or_raw(canonical: Callable[[str], str], path: str) -> str:
 
 def _check_header_size(limit: int) -> None:
     """h11 only limits headers that arrive in pieces; this counts all of them."""
-    scope = request.scope
+    scope = current().scope
     size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
     size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
     if size > limit:
@@ -184,7 +183,8 @@ def _take_token(service: StreamService, access: Access) -> None:
 
 
 def _request_path() -> str:
-    raw_path = request.scope.get("raw_path") or request.path.encode()
+    served = current()
+    raw_path = served.scope.get("raw_path") or served.path.encode()
     return raw_path.decode("latin-1").split("?", 1)[0]
 
 
@@ -194,13 +194,13 @@ def _needs(config: Config, endpoint: str | None, path: str) -> list[tuple[str, s
     A name of None asks for the scope anywhere; an empty list for credentials only.
     The stream routes read the raw path, as `stream_name` and the reserved routes do.
     """
-    method = request.method
+    method = current().method  # a WebSocket handshake is a GET
     if endpoint == "metrics" or endpoint in CONSOLE_ENDPOINTS:
         # The console is public only because Config refuses it with access control on;
         # should it ever be routed with tokens, its listing of every stream is admin's.
         return [(ADMIN, None)]
     prefix = config.stream_root + "/"
-    if endpoint not in ("stream", "reserved"):
+    if endpoint not in ("stream", "stream_ws", "reserved"):
         return [] if endpoint is not None else None  # unknown paths answer 404 to everyone
     if method == "OPTIONS" or not path.startswith(prefix):
         return None

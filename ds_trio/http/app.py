@@ -27,9 +27,9 @@ from ..protocol.paths import RESERVED_PREFIX, canonical_stream_name
 from ..store.base import Store
 from ..metrics import Metrics
 from ..subscriptions import SubscriptionManager
-from . import console, ops, reads, streams, subscriptions
+from . import console, ops, reads, streams, subscriptions, websocket
 from .access import Access, build_access, check_request
-from .common import header, list_header, text_response
+from .common import current, header, list_header, text_response
 from .exchange import end_response_after_request
 from .forward import Forwarding
 
@@ -108,7 +108,8 @@ class StreamService:
             StreamNotFound: the path is outside the stream root.
             BadRequest: the name is malformed.
         """
-        raw_path = request.scope.get("raw_path") or request.path.encode()
+        served = current()
+        raw_path = served.scope.get("raw_path") or served.path.encode()
         # HTTP/1.1 (h11) only lets ASCII targets through; over HTTP/2 a raw
         # UTF-8 path must name the same stream as its percent-encoding.
         try:
@@ -161,12 +162,21 @@ def create_app(service: StreamService) -> QuartTrio:
     subscriptions.add_routes(app, service)  # the more specific rule wins over <path:name>
     app.add_url_rule(f"{root}/<path:name>", "stream", stream_route, methods=_ROUTED_METHODS)
 
+    async def stream_websocket(name: str = "") -> None:
+        await websocket.handle_websocket(service, service.stream_name())
+
+    app.add_websocket(f"{root}/<path:name>", "stream_ws", stream_websocket)  # live=ws
+
     ops.add_routes(app, service)
     if config.console:  # development only: Config refuses it with access control on
         console.add_routes(app, service)
 
     @app.before_request
     async def check_access() -> None:
+        await check_request(service)
+
+    @app.before_websocket
+    async def check_websocket_access() -> None:
         await check_request(service)
 
     @app.errorhandler(ProtocolError)
@@ -214,8 +224,13 @@ def create_app(service: StreamService) -> QuartTrio:
                 headers["Access-Control-Allow-Origin"] = origin
             vary = headers.get("Vary")
             headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
-        request_counter(request.method, response.status_code).inc()
+        request_counter(current().method, response.status_code).inc()
         return response
+
+    @app.after_websocket
+    async def add_refusal_headers(response: Response | None) -> Response | None:
+        # A refused handshake is answered with `response`; an accepted one has none.
+        return None if response is None else await add_common_headers(response)
 
     wrapped = end_response_after_request(app.asgi_app, config.body_timeout, config.send_timeout)
     app.asgi_app = wrapped  # type: ignore[method-assign]

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Final
 
-from quart import Response, request
+from quart import Response, has_websocket_context, request, websocket
+from quart.wrappers import BaseRequestWebsocket
 
 from ..protocol.errors import BadRequest
 from ..protocol.streams import StreamMeta
@@ -17,6 +18,7 @@ __all__ = [
     "after_response",
     "body_response",
     "client_address",
+    "current",
     "empty_response",
     "header",
     "list_header",
@@ -25,6 +27,11 @@ __all__ = [
     "single_header",
     "text_response",
 ]
+
+
+def current() -> BaseRequestWebsocket:
+    """What is being served: the HTTP request, or the WebSocket handshake (`live=ws`)."""
+    return websocket if has_websocket_context() else request  # type: ignore[return-value]
 
 
 @lru_cache(maxsize=16)
@@ -64,7 +71,7 @@ def client_address(trusted_proxies: tuple[str, ...]) -> str | None:
     Of a forwarded chain, the nearest address not itself a trusted proxy is
     the client (the ones further left could be forged).
     """
-    peer = request.remote_addr
+    peer = current().remote_addr
     if not trusted_proxies or not peer:
         return peer
     chain = [peer]
@@ -96,7 +103,7 @@ _HEADER_INDEX: Final = "ds_trio.headers"  # scope key: the request's headers by 
 
 def _header_values(name: str) -> list[str]:
     """Every value of the request header `name`, from an index built once per request."""
-    scope = request.scope
+    scope = current().scope
     index: dict[str, list[str]] | None = scope.get(_HEADER_INDEX)
     if index is None:
         index = {}

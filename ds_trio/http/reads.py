@@ -138,6 +138,8 @@ async def handle_get(service: StreamService, name: str) -> Response:
     position = None if start.offset is None else start.offset.position
     if live is None:
         return await _catch_up(service, name, position)
+    if live == "ws":
+        raise BadRequest("live=ws needs a WebSocket handshake (Upgrade: websocket)")
     if live not in ("long-poll", "sse"):
         raise BadRequest("live must be 'long-poll' or 'sse'")
     if raw_offset is None:

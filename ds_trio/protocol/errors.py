@@ -16,6 +16,7 @@ __all__ = [
     "InvalidOffset",
     "MethodNotAllowed",
     "NotImplementedYet",
+    "OriginNotAllowed",
     "Overloaded",
     "PayloadTooLarge",
     "ProtocolError",
@@ -172,6 +173,12 @@ class HeadersTooLarge(ProtocolError):
     """A request line and headers over the configured size (431)."""
 
     status = 431
+
+
+class OriginNotAllowed(ProtocolError):
+    """A WebSocket opened by a page from an origin outside `cors_origin` (403)."""
+
+    status = 403
 
 
 class QuotaExceeded(ProtocolError):

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Final
 
-__all__ = ["control_event", "data_event", "uses_base64"]
+__all__ = ["control_event", "control_fields", "data_event", "uses_base64"]
 
 _LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
 _BASE64_LINE: Final = 76 * 1024  # characters per data: line for base64 text (a multiple of 4)
@@ -44,10 +44,10 @@ def data_event(payload: bytes, *, base64_encoded: bool) -> bytes:
     return _frame("data", lines)
 
 
-def control_event(
+def control_fields(
     next_offset: str, *, cursor: str | None, up_to_date: bool, closed: bool
-) -> bytes:
-    """One `event: control` frame with the reader's position and state."""
+) -> dict[str, object]:
+    """A control message's fields: the reader's position and state (also sent over WebSockets)."""
     fields: dict[str, object] = {"streamNextOffset": next_offset}
     if cursor is not None and not closed:
         fields["streamCursor"] = cursor
@@ -55,4 +55,12 @@ def control_event(
         fields["upToDate"] = True
     if closed:
         fields["streamClosed"] = True
+    return fields
+
+
+def control_event(
+    next_offset: str, *, cursor: str | None, up_to_date: bool, closed: bool
+) -> bytes:
+    """One `event: control` frame with the reader's position and state."""
+    fields = control_fields(next_offset, cursor=cursor, up_to_date=up_to_date, closed=closed)
     return _frame("control", [json.dumps(fields, separators=(",", ":"))])
