@@ -21,16 +21,16 @@ from .campaign import (
 )
 
 SEED = campaign_seed()
-_RESULTS: dict[str, CampaignResult] = {}
+RESULTS: dict[str, CampaignResult] = {}
 
 
 def _result(store: str, tmp_path_factory: pytest.TempPathFactory) -> CampaignResult:
-    if store not in _RESULTS:
+    if store not in RESULTS:
         print(f"\nfuzz seed {SEED}: {reproduce(SEED)}")
         workdir = Path(tmp_path_factory.mktemp(f"fuzz-{store}"))
-        _RESULTS[store] = run_campaign(store, SEED, campaign_seconds(), workdir)
-        print(_RESULTS[store].summary())
-    return _RESULTS[store]
+        RESULTS[store] = run_campaign(store, SEED, campaign_seconds(), workdir)
+        print(RESULTS[store].summary())
+    return RESULTS[store]
 
 
 @pytest.mark.parametrize("store", ["memory", "lmdb"])
