@@ -50,7 +50,7 @@ _FLAGS: Final = (
     ("--log-level", "debug, info, warning or error (default info)"),
     ("--tokens-file", "a TOML file of [[tokens]]: turns access control on"),
     ("--rate-limit", "requests per second per client, e.g. 50 (default 0: off)"),
-    ("--max-live-readers-per-client", "concurrent long-polls and SSE streams (default 10000)"),
+    ("--max-live-readers-per-client", "concurrent live reads: long-poll, SSE, WebSocket (default 10000)"),
 )
 
 
@@ -103,7 +103,8 @@ def _make_token(args: argparse.Namespace) -> int:
     except GrantError as exc:
         print(f"ds-trio: {exc}", file=sys.stderr)
         return 2
-    print(f"# token for {args.name} (shown once; give it to the client):\n# {secret}")
+    # The secret to the terminal only: `>> tokens.toml` keeps the entry, not the secret.
+    print(f"token for {args.name} (shown once; give it to the client): {secret}", file=sys.stderr)
     print("[[tokens]]")
     for key, value in entry.items():
         print(f"{key} = {json.dumps(value)}")
@@ -230,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m ds_trio` and the `ds-trio` script."""
     argv = sys.argv[1:] if argv is None else list(argv)
     worker = become_worker()
-    args = _parser().parse_args(argv)
+    args = client.parse_command_line(_parser(), argv)
     if args.command == "token":
         return _make_token(args)
     if args.command in client.COMMANDS:

@@ -195,11 +195,11 @@ def test_tokens_in_toml_and_a_tokens_file(tmp_path: Path, capsys: pytest.Capture
 
 def test_token_command_prints_a_token_and_its_entry(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["token", "ingest", "--scopes", "write", "--streams", "events/**,logs/*"]) == 0
-    out = capsys.readouterr().out
-    secret = next(line[2:] for line in out.splitlines() if line.startswith("# dst_"))
-    tokens = parse_tokens(tomllib.loads(out)["tokens"])
+    printed = capsys.readouterr()
+    secret = printed.err.rsplit(": ", 1)[1].strip()  # the secret goes to the terminal only
+    assert secret.startswith("dst_") and secret not in printed.out  # `>> tokens.toml` is safe
+    tokens = parse_tokens(tomllib.loads(printed.out)["tokens"])
     principal = Authenticator.build(tokens, None).authenticate(f"Bearer {secret}", 0)
     assert principal.allows("write", "logs/a") and not principal.allows("read", "logs/a")
-    assert secret not in out.split("[[tokens]]", 1)[1]  # the entry holds only the digest
     assert main(["token", "x", "--scopes", "root"]) == 2
     assert "unknown scope" in capsys.readouterr().err

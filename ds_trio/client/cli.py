@@ -40,6 +40,7 @@ __all__ = [
     "build_parser",
     "execute",
     "main",
+    "parse_command_line",
     "run",
     "wait_for_interrupt",
 ]
@@ -259,6 +260,20 @@ async def _unless_interrupted(
     return outcome[0] if outcome else None
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, also taking DATA after options (`create s --content-type T x`).
+
+    argparse matches an optional positional as empty once an option follows the
+    one before it, so a DATA given after options would be refused as unknown.
+    """
+    args, extra = parser.parse_known_args(list(argv))
+    if len(extra) == 1 and getattr(args, "data", "given") is None and not extra[0].startswith("--"):
+        args.data = extra[0]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 async def run(
     argv: Sequence[str],
     console: Console,
@@ -268,7 +283,7 @@ async def run(
 ) -> int:
     """Parse and run a client command line (`["read", "chat"]`); its exit status."""
     try:
-        args = build_parser().parse_args(list(argv))
+        args = parse_command_line(build_parser(), argv)
     except SystemExit as exc:  # argparse has printed the usage message
         return exc.code if isinstance(exc.code, int) else Exit.USAGE
     return await execute(

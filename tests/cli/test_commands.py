@@ -310,3 +310,12 @@ async def test_usage_errors_exit_2_before_sending(
     assert result.code == 2, result.err
     if message is not None:
         assert result.err.startswith(f"ds-trio: {message}"), result.err
+
+
+async def test_data_may_follow_the_options(sh: Terminal) -> None:
+    assert (await sh("create", "late", "--content-type", "text/plain", "first;")).code == 0
+    assert (await sh("append", "late", "--content-type", "text/plain", "second;")).code == 0
+    assert (await sh("append", "late", "--content-type", "text/plain", "-", stdin=b"third")).code == 0
+    assert await sh("read", "late") == Run(0, b"first;second;third", "")
+    refused = await sh("append", "late", "--content-type", "text/plain", "a", "b")
+    assert refused.code == 2  # argparse names the extra argument on stderr

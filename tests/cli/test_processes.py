@@ -194,8 +194,8 @@ async def test_progress_and_idempotent_producers(env: dict[str, str], tmp_path: 
 async def test_bearer_tokens(tmp_path: Path) -> None:
     made = await ds(_environment(), "token", "cli", "--scopes", "admin")
     assert made.returncode == 0
-    secret = re.search(rb"^# (dst_\S+)$", made.stdout, re.MULTILINE)
-    assert secret is not None, made.stdout
+    secret = re.search(rb": (dst_\S+)$", made.stderr, re.MULTILINE)  # on the terminal only
+    assert secret is not None and secret.group(1) not in made.stdout, made.stderr
     tokens = tmp_path / "tokens.toml"
     tokens.write_bytes(made.stdout)
     server = ServerProcess("--tokens-file", str(tokens))
