@@ -24,6 +24,7 @@ __all__ = [
     "list_header",
     "meta_headers",
     "public_base_url",
+    "single_arg",
     "single_header",
     "text_response",
 ]
@@ -32,6 +33,18 @@ __all__ = [
 def current() -> BaseRequestWebsocket:
     """What is being served: the HTTP request, or the WebSocket handshake (`live=ws`)."""
     return websocket if has_websocket_context() else request  # type: ignore[return-value]
+
+
+def single_arg(name: str) -> str | None:
+    """The query parameter `name` of what is being served, if given.
+
+    Raises:
+        BadRequest: it is given more than once.
+    """
+    values = current().args.getlist(name)
+    if len(values) > 1:
+        raise BadRequest(f"query parameter {name!r} given more than once")
+    return values[0] if values else None
 
 
 @lru_cache(maxsize=16)

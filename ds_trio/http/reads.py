@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final
 
 import trio
-from quart import Response, request
+from quart import Response
 
 from ..protocol.caching import (
     CACHE_NO_STORE,
@@ -41,7 +41,7 @@ from ..protocol.sse import control_event, data_event, uses_base64
 from ..live import Watch
 from ..store.base import ReadResult
 from .access import client_key, principal
-from .common import body_response, empty_response, list_header
+from .common import body_response, empty_response, list_header, single_arg
 
 if TYPE_CHECKING:
     from .app import StreamService
@@ -50,13 +50,6 @@ __all__ = ["handle_get"]
 
 GZIP_LEVEL: Final = 6
 INLINE_GZIP_BYTES: Final = 64 * 1024  # larger bodies are compressed in a worker thread
-
-
-def _single_arg(name: str) -> str | None:
-    values = request.args.getlist(name)
-    if len(values) > 1:
-        raise BadRequest(f"query parameter {name!r} given more than once")
-    return values[0] if values else None
 
 
 def _body(result: ReadResult) -> bytes:
@@ -132,9 +125,9 @@ def _read_headers(result: ReadResult) -> dict[str, str]:
 
 async def handle_get(service: StreamService, name: str) -> Response:
     """Dispatch a GET on the `live` query parameter."""
-    raw_offset = _single_arg("offset")
+    raw_offset = single_arg("offset")
     start = parse_read_offset(raw_offset)
-    live = _single_arg("live")
+    live = single_arg("live")
     position = None if start.offset is None else start.offset.position
     if live is None:
         return await _catch_up(service, name, position)
@@ -144,7 +137,7 @@ async def handle_get(service: StreamService, name: str) -> Response:
         raise BadRequest("live must be 'long-poll' or 'sse'")
     if raw_offset is None:
         raise BadRequest(f"live={live} requires an offset")
-    cursor = _single_arg("cursor")
+    cursor = single_arg("cursor")
     if live == "long-poll":
         return await _long_poll(service, name, position, cursor)
     return await _sse(service, name, position, cursor)

@@ -41,7 +41,7 @@ from ..protocol.offsets import format_offset, parse_read_offset
 from ..protocol.ws import Framing, control_message, data_message, framing_for, whole_characters
 from ..store.base import ReadResult
 from .access import client_key
-from .common import header
+from .common import header, single_arg
 
 if TYPE_CHECKING:
     from .app import StreamService
@@ -100,13 +100,6 @@ class _Batch:
         return message
 
 
-def _single_arg(name: str) -> str | None:
-    values = websocket.args.getlist(name)
-    if len(values) > 1:
-        raise BadRequest(f"query parameter {name!r} given more than once")
-    return values[0] if values else None
-
-
 def _check_origin(cors_origin: str) -> None:
     """Refuse a browser page from an origin `cors_origin` leaves out.
 
@@ -129,14 +122,14 @@ async def handle_websocket(service: StreamService, name: str) -> None:
         StreamNotFound, StreamGone: no such stream (404, 410).
         TooManyRequests, Overloaded: over the live-reader limits (429, 503).
     """
-    if _single_arg("live") != "ws":
+    if single_arg("live") != "ws":
         raise BadRequest("a WebSocket read needs live=ws")
-    raw_offset = _single_arg("offset")
+    raw_offset = single_arg("offset")
     if raw_offset is None:
         raise BadRequest("live=ws requires an offset")
     start = parse_read_offset(raw_offset)
     position = None if start.offset is None else start.offset.position
-    client_cursor = _single_arg("cursor")
+    client_cursor = single_arg("cursor")
     _check_origin(service.config.cors_origin)
     meta = await service.store.head(name, service.clock())
     if position is not None and position > meta.tail:
