@@ -3,6 +3,8 @@ CORS origin lists, and forwarded headers from trusted proxies only."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -41,12 +43,10 @@ async def test_metrics_count_streams_appends_and_bytes(
     assert 'ds_trio_requests_total{method="POST",status="204"} 2.0' in text
 
 
-async def test_metrics_show_live_readers_while_they_wait(
-    nursery: trio.Nursery, client: httpx.AsyncClient
-) -> None:
-    server = await start_server(nursery, long_poll_timeout="30s")
-    created = await client.put(server.url("s"), headers=TEXT)
-    tail = created.headers["stream-next-offset"]
+@asynccontextmanager
+async def three_waiting_polls(server: RunningServer, client: httpx.AsyncClient) -> AsyncIterator[None]:
+    """Three long-polls parked on stream `s` for the block; an append then wakes them."""
+    tail = (await client.head(server.url("s"))).headers["stream-next-offset"]
 
     async def poll() -> None:
         await client.get(server.url("s"), params={"offset": tail, "live": "long-poll"})
@@ -56,9 +56,18 @@ async def test_metrics_show_live_readers_while_they_wait(
             for _ in range(3):
                 readers.start_soon(poll)
             await wait_for_watchers(server, "s", 3)
-            text = (await client.get(f"{server.base_url}/metrics")).text
-            assert 'ds_trio_live_readers{mode="long-poll"} 3.0' in text
+            yield
             await client.post(server.url("s"), headers=TEXT, content=b"wake")
+
+
+async def test_metrics_show_live_readers_while_they_wait(
+    nursery: trio.Nursery, client: httpx.AsyncClient
+) -> None:
+    server = await start_server(nursery, long_poll_timeout="30s")
+    await client.put(server.url("s"), headers=TEXT)
+    async with three_waiting_polls(server, client):
+        text = (await client.get(f"{server.base_url}/metrics")).text
+        assert 'ds_trio_live_readers{mode="long-poll"} 3.0' in text
     text = (await client.get(f"{server.base_url}/metrics")).text
     assert 'ds_trio_live_readers{mode="long-poll"} 0.0' in text
 
@@ -67,26 +76,16 @@ async def test_metrics_count_watchers_and_tasks_at_scrape_time(
     nursery: trio.Nursery, client: httpx.AsyncClient
 ) -> None:
     server = await start_server(nursery, long_poll_timeout="30s")
-    created = await client.put(server.url("s"), headers=TEXT)
-    tail = created.headers["stream-next-offset"]
+    await client.put(server.url("s"), headers=TEXT)
     idle = (await client.get(f"{server.base_url}/metrics")).text
     assert _metric(idle, "ds_trio_watchers") == 0
     idle_tasks = _metric(idle, "ds_trio_tasks")
     assert idle_tasks >= 1
-
-    async def poll() -> None:
-        await client.get(server.url("s"), params={"offset": tail, "live": "long-poll"})
-
-    with trio.fail_after(10):
-        async with trio.open_nursery() as readers:
-            for _ in range(3):
-                readers.start_soon(poll)
-            await wait_for_watchers(server, "s", 3)
-            waiting = (await client.get(f"{server.base_url}/metrics")).text
-            assert _metric(waiting, "ds_trio_watchers") == 3
-            # each waiting poll is at least its client task and its handler
-            assert _metric(waiting, "ds_trio_tasks") >= idle_tasks + 6
-            await client.post(server.url("s"), headers=TEXT, content=b"wake")
+    async with three_waiting_polls(server, client):
+        waiting = (await client.get(f"{server.base_url}/metrics")).text
+        assert _metric(waiting, "ds_trio_watchers") == 3
+        # each waiting poll is at least its client task and its handler
+        assert _metric(waiting, "ds_trio_tasks") >= idle_tasks + 6
     done = (await client.get(f"{server.base_url}/metrics")).text
     assert _metric(done, "ds_trio_watchers") == 0
     assert _metric(done, "ds_trio_tasks") < _metric(waiting, "ds_trio_tasks")
